@@ -1,0 +1,27 @@
+"""SupCon pretraining on scikit-learn's digits (embedded, 1,437 training images): the demo's stage 1.
+
+`configs/digits_supcon.py:simclr` trains the self-supervised variant (NT-Xent, T=0.5) instead.
+"""
+
+from jax_supcon.config import base_config
+
+
+def get_config(variant: str = "supcon"):
+    config = base_config()
+    config.job = "pretrain"
+    config.data.name = "digits"
+    config.data.image_size = 16
+    config.batch_size = 256
+    config.total_steps = 300
+    config.log_every_steps = 25
+    config.checkpoint_every_steps = 100
+    config.model.name = "resnet18"
+    config.model.width = 0.25
+    config.model.proj_dim = 64
+    config.loss.name = variant
+    config.loss.temperature = 0.1 if variant == "supcon" else 0.5
+    config.augment.flip_prob = 0.0  # mirrored digits are other glyphs
+    config.augment.crop_scale = (0.5, 1.0)
+    config.optimizer.learning_rate = 0.5
+    config.optimizer.warmup_steps = 20
+    return config

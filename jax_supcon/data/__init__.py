@@ -1,0 +1,1 @@
+"""Data: sources (name -> examples), host tf.data pipeline, on-device augmentation."""

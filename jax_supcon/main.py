@@ -1,0 +1,42 @@
+"""Command line: `jax-supcon --config=configs/NAME.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]`.
+
+The config names the job (`config.job`); this file only parses flags and calls that job's
+`train_and_evaluate(config, workdir)`, the same function tests and notebooks call.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARG]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from jax_supcon.config import validate_config
+
+    config = _CONFIG.value
+    try:
+        validate_config(config)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    from jax_supcon.train import JOBS
+
+    logging.info("job %s in %s", config.job, _WORKDIR.value)
+    summary = JOBS[config.job](config, _WORKDIR.value)
+    print(json.dumps(summary, indent=2, sort_keys=True))
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,63 @@
+"""Projection heads and the linear classifier, plus the encoder + head model of stage 1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+HEADS = ("mlp", "linear")
+
+
+def l2_normalize(x: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
+    """Unit-norm rows in float32 (the loss expects normalised features)."""
+    x = x.astype(jnp.float32)
+    return x * jnp.reciprocal(jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps)))
+
+
+class ProjectionHead(nn.Module):
+    """`mlp`: Dense(hidden) -> ReLU -> Dense(out), as in SimCLR / SupCon; `linear`: Dense(out).
+
+    `hidden_dim=None` uses the input width, as the reference implementations do.
+    """
+
+    kind: str = "mlp"
+    proj_dim: int = 128
+    hidden_dim: int | None = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        if self.kind not in HEADS:
+            raise ValueError(f"model.head={self.kind!r}; allowed: {HEADS}")
+        if self.kind == "mlp":
+            x = nn.relu(nn.Dense(self.hidden_dim or x.shape[-1], dtype=self.dtype, name="hidden")(x))
+        return nn.Dense(self.proj_dim, dtype=self.dtype, name="out")(x)
+
+
+class LinearClassifier(nn.Module):
+    """The linear layer of stage-2 evaluation (and of the cross-entropy baseline)."""
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(self.num_classes, name="linear")(x.astype(jnp.float32))
+
+
+class ContrastiveModel(nn.Module):
+    """Encoder followed by a projection head and L2 normalisation.
+
+    Parameters live under `encoder` and `head`, so stage 2 can restore `encoder` alone.
+    """
+
+    encoder: nn.Module
+    head: nn.Module
+
+    def __call__(self, x, train: bool = True):
+        return l2_normalize(self.head(self.encoder(x, train=train)))
+
+    def encode(self, x, train: bool = False):
+        """Encoder features (the representation that stage 2 evaluates)."""
+        return self.encoder(x, train=train)

@@ -1,0 +1,176 @@
+"""What every job shares: the train state, sharded init/restore, metric logging, the step loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from clu import metric_writers
+from jax.sharding import Mesh
+
+from jax_supcon import parallel
+from jax_supcon.checkpoint import Checkpointer
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step reads and writes; a plain pytree, so orbax saves it whole."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array  # raw uint32 key; the step's key is fold_in(rng, step)
+
+
+def init_state_fn(
+    init_variables: Callable[[jax.Array], Any], tx: optax.GradientTransformation, seed: int
+) -> Callable[[], TrainState]:
+    """A function of no arguments building the initial state (to eval_shape and jit)."""
+
+    def init() -> TrainState:
+        init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
+        variables = init_variables(init_rng)
+        params = variables["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(params),
+            rng=state_rng,
+        )
+
+    return init
+
+
+def abstract_state(init: Callable[[], TrainState], mesh: Mesh) -> TrainState:
+    """Shapes, dtypes and (replicated) shardings of the state, without allocating it."""
+    sharding = parallel.replicated(mesh)
+    return jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), jax.eval_shape(init)
+    )
+
+
+def restore_or_init(init: Callable[[], TrainState], mesh: Mesh, checkpointer: Checkpointer) -> TrainState:
+    """Latest checkpoint in the workdir if there is one (resume), else a fresh sharded init."""
+    target = abstract_state(init, mesh)
+    if checkpointer.latest_step() is not None:
+        return checkpointer.restore(target)
+    shardings = jax.tree.map(lambda leaf: leaf.sharding, target)
+    return jax.jit(init, out_shardings=shardings)()
+
+
+def state_shardings(state: TrainState) -> Any:
+    return jax.tree.map(lambda leaf: leaf.sharding, state)
+
+
+def is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename), from the main process only."""
+    if not is_main_process():
+        return
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} the workdir of a finished or running job?")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Create the workdir and record the config; refuse to resume a different job or model into it."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if os.path.exists(path):
+        saved = load_config(workdir)
+        for key in ("job", "model"):
+            if saved.get(key) != config.get(key):
+                raise ValueError(
+                    f"workdir {workdir!r} holds a run with a different {key} ({saved.get(key)} vs "
+                    f"{config.get(key)}); pick a new --workdir to start another run"
+                )
+    if is_main_process():
+        os.makedirs(workdir, exist_ok=True)
+    write_json(path, json.loads(config.to_json_best_effort()))
+
+
+class MetricLogger:
+    """TensorBoard + console (clu) and `metrics.jsonl`, one JSON object per logged step."""
+
+    def __init__(self, workdir: str):
+        self._writer = metric_writers.create_default_writer(workdir, just_logging=not is_main_process())
+        self._jsonl = os.path.join(workdir, METRICS_FILE)
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        self._writer.write_scalars(step, metrics)
+        if is_main_process():
+            with open(self._jsonl, "a") as f:
+                f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def last_record(self) -> dict[str, float]:
+        """The last logged training metrics (of an earlier run in this workdir), without `step`."""
+        if not os.path.exists(self._jsonl):
+            return {}
+        with open(self._jsonl) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        training = [r for r in records if "loss" in r]
+        return {k: v for k, v in training[-1].items() if k != "step"} if training else {}
+
+    def close(self) -> None:
+        self._writer.flush()
+        self._writer.close()
+
+
+def run_steps(
+    *,
+    config: ml_collections.ConfigDict,
+    state: TrainState,
+    train_step: Callable[[TrainState, dict], tuple[TrainState, dict]],
+    batches: Iterator[dict[str, np.ndarray]],
+    mesh: Mesh,
+    total_steps: int,
+    checkpointer: Checkpointer,
+    logger: MetricLogger,
+) -> tuple[TrainState, dict[str, float]]:
+    """Run from `state.step` to `total_steps`: log every `log_every_steps`, checkpoint every
+    `checkpoint_every_steps` and at the end. The host waits for the devices on log steps only."""
+    start = int(jax.device_get(state.step))
+    pending: list[dict] = []
+    last = logger.last_record()
+    tick, tick_step = time.perf_counter(), start
+    for step in range(start + 1, total_steps + 1):
+        state, metrics = train_step(state, parallel.to_global(next(batches), mesh))
+        pending.append(metrics)
+        if step % config.log_every_steps == 0 or step == total_steps:
+            fetched = jax.device_get(pending)
+            last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+            now = time.perf_counter()
+            last["steps_per_s"] = (step - tick_step) / (now - tick)
+            tick, tick_step = now, step
+            logger.write(step, last)
+            pending = []
+        if step % config.checkpoint_every_steps == 0 or step == total_steps:
+            checkpointer.save(step, state)
+    return state, last

@@ -1,0 +1,159 @@
+"""Stage 2: restore the stage-1 encoder, freeze it, train a linear classifier on its features."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from jax_supcon import models, optim, parallel
+from jax_supcon.checkpoint import Checkpointer
+from jax_supcon.config import resolve_steps, validate_config
+from jax_supcon.data import augment, pipeline, sources
+from jax_supcon.train import common, pretrain
+
+
+def restore_encoder(pretrained_workdir: str, mesh: Mesh) -> tuple[models.ResNet, dict[str, Any]]:
+    """The stage-1 encoder module and its variables (`params`, `batch_stats`) from the latest
+    checkpoint of `pretrained_workdir`; the projection head and optimizer state are dropped."""
+    pre_config = common.load_config(pretrained_workdir)
+    checkpointer = Checkpointer(pretrained_workdir, read_only=True)
+    if checkpointer.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: run stage 1 there first")
+    _, _, _, init = pretrain.build(pre_config, total_steps=1, warmup_steps=0)
+    state = checkpointer.restore(common.abstract_state(init, mesh))
+    checkpointer.close()
+    variables = {"params": state.params["encoder"], "batch_stats": state.batch_stats["encoder"]}
+    return models.create_encoder(pre_config.model), variables
+
+
+def _features(encoder, variables, images: jax.Array) -> jax.Array:
+    """Frozen encoder features (BatchNorm in inference mode, no gradient)."""
+    return jax.lax.stop_gradient(encoder.apply(variables, images, train=False))
+
+
+def linear_step(state, batch, frozen, *, encoder, classifier, tx, schedule, config):
+    """One cross-entropy step of the linear classifier on (optionally augmented) frozen features."""
+    if config.linear_augment:
+        rng = jax.random.fold_in(state.rng, state.step)
+        images = augment.augment_views(rng, batch["image"], config.augment, 1)[:, 0]
+    else:
+        images = augment.preprocess_eval(batch["image"], config.augment)
+    features = _features(encoder, frozen, images)
+
+    def loss_fn(params):
+        logits = classifier.apply({"params": params}, features)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        return loss, logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
+    )
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return new_state, {"loss": loss, "train_top1": accuracy, "learning_rate": schedule(state.step)}
+
+
+def correct_count(params, batch, frozen, *, encoder, classifier, config) -> jax.Array:
+    """Number of correctly classified, unpadded examples in an evaluation batch."""
+    features = _features(encoder, frozen, augment.preprocess_eval(batch["image"], config.augment))
+    predictions = jnp.argmax(classifier.apply({"params": params}, features), -1)
+    return jnp.sum((predictions == batch["label"]) * batch["mask"])
+
+
+def evaluate(params, frozen, source, mesh, *, encoder, classifier, config) -> float:
+    """Top-1 accuracy over the whole `source` (padding excluded)."""
+    count = jax.jit(functools.partial(correct_count, encoder=encoder, classifier=classifier, config=config))
+    correct = 0
+    for batch in pipeline.eval_batches(
+        source,
+        global_batch=config.eval_batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    ):
+        correct += int(count(params, parallel.to_global(batch, mesh), frozen))
+    return correct / source.num_examples
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
+    """Run (or resume) linear evaluation in `workdir`; returns the summary with `test_top1`."""
+    validate_config(config)
+    mesh = mesh or parallel.create_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    if not os.path.isdir(config.pretrained_workdir):
+        raise FileNotFoundError(f"pretrained_workdir={config.pretrained_workdir!r} does not exist")
+    train_source = sources.load_source(config.data, "train")
+    test_source = sources.load_source(config.data, "test")
+    total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
+    encoder, frozen = restore_encoder(config.pretrained_workdir, mesh)
+    common.prepare_workdir(workdir, config)
+
+    classifier = models.LinearClassifier(train_source.num_classes)
+    tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps)
+    feature_dim = encoder.feature_dim
+    init = common.init_state_fn(
+        lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed
+    )
+    checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
+    state = common.restore_or_init(init, mesh, checkpointer)
+    shardings = common.state_shardings(state)
+    replicated = parallel.replicated(mesh)
+    step_fn = functools.partial(
+        linear_step, encoder=encoder, classifier=classifier, tx=tx, schedule=schedule, config=config
+    )
+    train_step = jax.jit(
+        step_fn,
+        in_shardings=(shardings, parallel.data_sharding(mesh), replicated),
+        out_shardings=(shardings, replicated),
+        donate_argnums=0,
+    )
+    batches = pipeline.train_batches(
+        train_source,
+        global_batch=config.batch_size,
+        seed=config.seed,
+        start_step=int(jax.device_get(state.step)),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        shuffle_buffer=config.data.shuffle_buffer,
+    )
+    logger = common.MetricLogger(workdir)
+    start = time.perf_counter()
+    try:
+        state, last = common.run_steps(
+            config=config,
+            state=state,
+            train_step=lambda s, b: train_step(s, b, frozen),
+            batches=batches,
+            mesh=mesh,
+            total_steps=total_steps,
+            checkpointer=checkpointer,
+            logger=logger,
+        )
+        test_top1 = evaluate(
+            state.params, frozen, test_source, mesh, encoder=encoder, classifier=classifier, config=config
+        )
+        logger.write(total_steps, {"test_top1": test_top1})
+    finally:
+        checkpointer.close()
+        logger.close()
+    summary = {
+        "job": "linear_eval",
+        "steps": total_steps,
+        "final_loss": last.get("loss"),
+        "test_top1": test_top1,
+        "test_examples": test_source.num_examples,
+        "train_seconds": time.perf_counter() - start,
+        "devices": mesh.size,
+        "pretrained_workdir": os.path.abspath(config.pretrained_workdir),
+    }
+    common.write_json(os.path.join(workdir, common.SUMMARY_FILE), summary)
+    return summary

@@ -1,0 +1,131 @@
+"""Stage 1: encoder + projection head trained with SupCon (or SimCLR) on augmented views."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from jax_supcon import losses, models, optim, parallel
+from jax_supcon.checkpoint import Checkpointer
+from jax_supcon.config import resolve_steps, validate_config
+from jax_supcon.data import augment, pipeline, sources
+from jax_supcon.train import common
+
+
+def contrastive_loss(z: jax.Array, labels: jax.Array, loss_config: ml_collections.ConfigDict) -> jax.Array:
+    """The configured loss on `[batch, views, dim]` projections."""
+    return losses.supcon_loss(
+        z,
+        labels if loss_config.name == "supcon" else None,
+        temperature=loss_config.temperature,
+        base_temperature=loss_config.base_temperature,
+        contrast_mode=loss_config.contrast_mode,
+    )
+
+
+def pretrain_step(
+    state: common.TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    model: models.ContrastiveModel,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    config: ml_collections.ConfigDict,
+) -> tuple[common.TrainState, dict[str, jax.Array]]:
+    """Augment the views on device, forward all of them as one batch, SupCon loss, optax update."""
+    num_views = config.loss.num_views
+    rng = jax.random.fold_in(state.rng, state.step)
+    views = augment.augment_views(rng, batch["image"], config.augment, num_views)
+    batch_size = views.shape[0]
+    # Example-major flattening keeps every example's views on the device that holds the example.
+    inputs = views.reshape((batch_size * num_views,) + views.shape[2:])
+
+    def loss_fn(params):
+        z, updated = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, inputs, train=True, mutable=["batch_stats"]
+        )
+        loss = contrastive_loss(z.reshape(batch_size, num_views, -1), batch["label"], config.loss)
+        return loss, updated["batch_stats"]
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
+    metrics = {"loss": loss, "learning_rate": schedule(state.step), "grad_norm": optax.global_norm(grads)}
+    return new_state, metrics
+
+
+def build(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int):
+    """Model, optimizer, schedule and the initial-state function of a stage-1 run."""
+    model = models.create_contrastive_model(config.model)
+    tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps)
+    size = config.data.image_size
+    init = common.init_state_fn(
+        lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False), tx, config.seed
+    )
+    return model, tx, schedule, init
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
+    """Run (or resume) stage-1 pretraining in `workdir`; returns the summary it writes."""
+    validate_config(config)
+    mesh = mesh or parallel.create_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    train_source = sources.load_source(config.data, "train")
+    total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
+    common.prepare_workdir(workdir, config)
+
+    model, tx, schedule, init = build(config, total_steps, warmup_steps)
+    checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
+    state = common.restore_or_init(init, mesh, checkpointer)
+    shardings = common.state_shardings(state)
+    train_step = jax.jit(
+        functools.partial(pretrain_step, model=model, tx=tx, schedule=schedule, config=config),
+        in_shardings=(shardings, parallel.data_sharding(mesh)),
+        out_shardings=(shardings, parallel.replicated(mesh)),
+        donate_argnums=0,
+    )
+    batches = pipeline.train_batches(
+        train_source,
+        global_batch=config.batch_size,
+        seed=config.seed,
+        start_step=int(jax.device_get(state.step)),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        shuffle_buffer=config.data.shuffle_buffer,
+    )
+    logger = common.MetricLogger(workdir)
+    start = time.perf_counter()
+    try:
+        state, last = common.run_steps(
+            config=config,
+            state=state,
+            train_step=train_step,
+            batches=batches,
+            mesh=mesh,
+            total_steps=total_steps,
+            checkpointer=checkpointer,
+            logger=logger,
+        )
+    finally:
+        checkpointer.close()
+        logger.close()
+    summary = {
+        "job": "pretrain",
+        "steps": total_steps,
+        "final_loss": last.get("loss"),
+        "train_seconds": time.perf_counter() - start,
+        "devices": mesh.size,
+    }
+    common.write_json(f"{workdir}/{common.SUMMARY_FILE}", summary)
+    return summary
