@@ -90,9 +90,7 @@ def resolve_steps(config: ml_collections.ConfigDict, num_train_examples: int) ->
     """(total_steps, warmup_steps) from steps or epochs: the one place durations are resolved."""
     steps_per_epoch = max(1, num_train_examples // config.batch_size)
     if (config.total_steps is None) == (config.total_epochs is None):
-        raise ValueError(
-            f"set exactly one of total_steps={config.total_steps} and total_epochs={config.total_epochs}"
-        )
+        raise ValueError(f"set exactly one of total_steps={config.total_steps} and total_epochs={config.total_epochs}")
     if config.total_steps is not None:
         total = int(config.total_steps)
     else:

@@ -14,18 +14,12 @@ import jax.numpy as jnp
 CONTRAST_MODES = ("all", "one")
 
 
-def _check_inputs(
-    features: jax.Array, labels: jax.Array | None, temperature: float, contrast_mode: str
-) -> None:
+def _check_inputs(features: jax.Array, labels: jax.Array | None, temperature: float, contrast_mode: str) -> None:
     """Raise a one-line ValueError for inputs the loss cannot mean anything for (at trace time)."""
     if features.ndim != 3:
-        raise ValueError(
-            f"features must be [batch, views, dim], got shape {tuple(features.shape)}"
-        )
+        raise ValueError(f"features must be [batch, views, dim], got shape {tuple(features.shape)}")
     if labels is not None and (labels.ndim != 1 or labels.shape[0] != features.shape[0]):
-        raise ValueError(
-            f"labels must be [batch]=[{features.shape[0]}], got shape {tuple(labels.shape)}"
-        )
+        raise ValueError(f"labels must be [batch]=[{features.shape[0]}], got shape {tuple(labels.shape)}")
     if contrast_mode not in CONTRAST_MODES:
         raise ValueError(f"contrast_mode={contrast_mode!r}; allowed: {CONTRAST_MODES}")
     if isinstance(temperature, (int, float)) and not temperature > 0:
@@ -88,4 +82,3 @@ def supcon_loss(
 def ntxent_loss(features: jax.Array, *, temperature: float = 0.5) -> jax.Array:
     """SimCLR's NT-Xent: `supcon_loss` without labels (other views of an image are positives)."""
     return supcon_loss(features, None, temperature=temperature)
-

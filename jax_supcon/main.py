@@ -7,6 +7,9 @@ The config names the job (`config.job`); this file only parses flags and calls t
 from __future__ import annotations
 
 import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow/XLA print their banners
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -19,6 +22,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax saves) only on request
     from jax_supcon.config import validate_config
 
     config = _CONFIG.value

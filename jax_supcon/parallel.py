@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -25,9 +26,7 @@ def create_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
     """One-line error, before anything is compiled, when the global batch cannot be split."""
     if batch_size <= 0 or batch_size % mesh.size:
-        raise ValueError(
-            f"{name}={batch_size} must be a positive multiple of the device count ({mesh.size})"
-        )
+        raise ValueError(f"{name}={batch_size} must be a positive multiple of the device count ({mesh.size})")
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:

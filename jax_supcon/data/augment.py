@@ -7,10 +7,10 @@ Random-apply is a `jnp.where` on a drawn coin: both branches are cheap colour op
 
 from __future__ import annotations
 
+import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import ml_collections
-import dm_pix as pix
 
 
 def random_resized_crop(

@@ -117,17 +117,23 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 class MetricLogger:
-    """TensorBoard + console (clu) and `metrics.jsonl`, one JSON object per logged step."""
+    """TensorBoard events (clu), `metrics.jsonl` (one JSON object per logged step) and one
+    console line per logged step, all from the main process only."""
 
-    def __init__(self, workdir: str):
-        self._writer = metric_writers.create_default_writer(workdir, just_logging=not is_main_process())
+    def __init__(self, workdir: str, job: str):
+        self._main = is_main_process()
+        self._writer = metric_writers.SummaryWriter(workdir) if self._main else None
         self._jsonl = os.path.join(workdir, METRICS_FILE)
+        self._job = job
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
+        if not self._main:
+            return
         self._writer.write_scalars(step, metrics)
-        if is_main_process():
-            with open(self._jsonl, "a") as f:
-                f.write(json.dumps({"step": step, **metrics}) + "\n")
+        with open(self._jsonl, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        print(f"[{self._job}] step {step}: {shown}", flush=True)
 
     def last_record(self) -> dict[str, float]:
         """The last logged training metrics (of an earlier run in this workdir), without `step`."""
@@ -139,8 +145,9 @@ class MetricLogger:
         return {k: v for k, v in training[-1].items() if k != "step"} if training else {}
 
     def close(self) -> None:
-        self._writer.flush()
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
 
 
 def run_steps(

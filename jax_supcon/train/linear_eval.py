@@ -125,7 +125,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         process_count=jax.process_count(),
         shuffle_buffer=config.data.shuffle_buffer,
     )
-    logger = common.MetricLogger(workdir)
+    logger = common.MetricLogger(workdir, "linear_eval")
     start = time.perf_counter()
     try:
         state, last = common.run_steps(

@@ -1,0 +1,47 @@
+"""Eight fake CPU devices for every test (set before JAX initialises its backend).
+
+A 1-device run in the same process uses a mesh over `jax.devices()[:1]`.
+"""
+
+import os
+
+os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def tiny(config):
+    """Shrink a recipe to a seconds-long run: 8x8 images, an 8-channel two-stage ResNet."""
+    config.data.image_size = 8
+    config.model.name = "resnet_tiny"
+    config.model.width = 0.125
+    config.model.proj_dim = 8
+    config.batch_size = 16
+    config.eval_batch_size = 64
+    config.total_steps = 3
+    config.log_every_steps = 1
+    config.checkpoint_every_steps = 2
+    config.optimizer.warmup_steps = 0
+    return config
+
+
+@pytest.fixture
+def pretrain_config():
+    from configs import digits_supcon
+
+    return tiny(digits_supcon.get_config())
+
+
+@pytest.fixture
+def linear_config():
+    from configs import digits_linear
+
+    return tiny(digits_linear.get_config())
+
+
+def read_metrics(workdir):
+    with open(f"{workdir}/metrics.jsonl") as f:
+        return [json.loads(line) for line in f]

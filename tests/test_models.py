@@ -1,0 +1,107 @@
+"""Parameter counts against torchvision's published numbers, shapes, and config errors."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jax_supcon import models
+from jax_supcon.config import base_config
+
+
+def count_params(variables) -> int:
+    return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
+
+
+class WithLinear(nn.Module):
+    encoder: nn.Module
+    num_classes: int = 1000
+
+    @nn.compact
+    def __call__(self, x):
+        return models.LinearClassifier(self.num_classes)(self.encoder(x, train=False))
+
+
+@pytest.mark.parametrize(
+    "name, expected", [("resnet50", 25_557_032), ("resnet18", 11_689_512), ("resnet101", 44_549_160)]
+)
+def test_parameter_counts_match_torchvision(name, expected):
+    model = WithLinear(models.create_resnet(name, stem="imagenet"))
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+    assert count_params(variables) == expected
+
+
+def model_config(**overrides) -> ml_collections.ConfigDict:
+    config = base_config().model
+    config.update(dict(name="resnet_tiny", width=0.125, proj_dim=16) | overrides)
+    return config
+
+
+def test_contrastive_model_outputs_unit_norm_projections():
+    model = models.create_contrastive_model(model_config())
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), x, train=False)
+    z, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert z.shape == (4, 16) and z.dtype == jnp.float32
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(z), axis=-1), 1.0, rtol=1e-5)
+    assert set(variables["params"]) == {"encoder", "head"}
+
+
+@pytest.mark.parametrize(
+    "name, width, feature_dim", [("resnet18", 1.0, 512), ("resnet50", 0.5, 1024), ("resnet_tiny", 0.125, 16)]
+)
+def test_encoder_feature_dim_and_width_multiplier(name, width, feature_dim):
+    encoder = models.create_resnet(name, width=width, stem="cifar")
+    out = jax.eval_shape(
+        lambda x: encoder.init_with_output(jax.random.key(0), x, train=False)[0], jnp.zeros((2, 32, 32, 3))
+    )
+    assert out.shape == (2, feature_dim) == (2, encoder.feature_dim)
+
+
+def test_cifar_stem_keeps_resolution_imagenet_stem_divides_by_four():
+    x = jnp.zeros((1, 32, 32, 3))
+    for stem, side in (("cifar", 32), ("imagenet", 8)):
+        encoder = models.create_resnet("resnet_tiny", width=0.125, stem=stem)
+        variables = encoder.init(jax.random.key(0), x, train=False)
+        _, captured = encoder.apply(
+            variables,
+            x,
+            train=False,
+            capture_intermediates=lambda m, _: m.name == "stage1_block1",
+            mutable=["intermediates"],
+        )
+        assert captured["intermediates"]["stage1_block1"]["__call__"][0].shape[1:3] == (side, side)
+
+
+def test_projection_head_kinds():
+    mlp = models.create_contrastive_model(model_config(head="mlp", hidden_dim=32))
+    linear = models.create_contrastive_model(model_config(head="linear"))
+    x = jnp.zeros((2, 8, 8, 3))
+    mlp_head = mlp.init(jax.random.key(0), x, train=False)["params"]["head"]
+    linear_head = linear.init(jax.random.key(0), x, train=False)["params"]["head"]
+    assert mlp_head["hidden"]["kernel"].shape == (16, 32) and mlp_head["out"]["kernel"].shape == (32, 16)
+    assert set(linear_head) == {"out"} and linear_head["out"]["kernel"].shape == (16, 16)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_output():
+    model = models.create_contrastive_model(model_config(dtype="bfloat16"))
+    x = jnp.zeros((2, 8, 8, 3))
+    variables = model.init(jax.random.key(0), x, train=False)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables["params"]))
+    assert model.apply(variables, x, train=False).dtype == jnp.float32
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"name": "resnet19"}, "model.name='resnet19'; allowed"),
+        ({"stem": "tiny"}, "model.stem='tiny'; allowed"),
+        ({"width": 0.0}, "model.width=0.0 must be > 0"),
+        ({"dtype": "float16"}, "model.dtype='float16'; allowed"),
+    ],
+)
+def test_bad_model_config_is_a_clear_error(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        models.create_contrastive_model(model_config(**overrides))

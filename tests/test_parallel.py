@@ -1,0 +1,41 @@
+"""Mesh, host -> global arrays, and the same training on 1 device and on 8 fake devices."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import read_metrics
+
+from jax_supcon import parallel
+from jax_supcon.train import pretrain
+
+
+def test_eight_fake_devices_are_visible():
+    assert jax.device_count() == 8
+
+
+def test_batch_not_divisible_by_device_count_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"batch_size=12 must be a positive multiple of the device count \(8\)"):
+        parallel.check_batch_size(12, parallel.create_mesh())
+    parallel.check_batch_size(12, parallel.create_mesh(jax.devices()[:4]))
+
+
+def test_host_batch_becomes_a_global_array_sharded_over_data():
+    mesh = parallel.create_mesh()
+    batch = parallel.to_global({"image": np.arange(16 * 3).reshape(16, 3), "label": np.arange(16)}, mesh)
+    assert batch["image"].shape == (16, 3) and len(batch["image"].addressable_shards) == 8
+    assert batch["image"].addressable_shards[1].data.shape == (2, 3)
+    np.testing.assert_array_equal(batch["label"], np.arange(16))
+
+
+@pytest.mark.parametrize("loss", ["supcon", "simclr"])
+def test_one_and_eight_devices_give_the_same_losses(pretrain_config, tmp_path, loss):
+    pretrain_config.loss.name = loss
+    one = pretrain.train_and_evaluate(
+        pretrain_config, str(tmp_path / "one"), mesh=parallel.create_mesh(jax.devices()[:1])
+    )
+    eight = pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "eight"), mesh=parallel.create_mesh())
+    assert (one["devices"], eight["devices"]) == (1, 8)
+    losses_one = [m["loss"] for m in read_metrics(tmp_path / "one")]
+    losses_eight = [m["loss"] for m in read_metrics(tmp_path / "eight")]
+    assert len(losses_one) == 3
+    np.testing.assert_allclose(losses_eight, losses_one, rtol=2e-5)

@@ -1,0 +1,141 @@
+"""End-to-end jobs on tiny models: pretrain -> linear_eval, resume, refusals, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import read_metrics
+
+from jax_supcon import parallel
+from jax_supcon.train import linear_eval, pretrain
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def mesh():
+    return parallel.create_mesh(jax.devices()[:2])
+
+
+@pytest.fixture
+def pretrained(pretrain_config, tmp_path_factory, mesh):
+    workdir = str(tmp_path_factory.mktemp("pretrain"))
+    pretrain.train_and_evaluate(pretrain_config, workdir, mesh=mesh)
+    return workdir
+
+
+def test_pretrain_writes_every_output(pretrained):
+    assert sorted(os.listdir(os.path.join(pretrained, "checkpoints"))) == ["2", "3"]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(pretrained))
+    metrics = read_metrics(pretrained)
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert all(np.isfinite(m["loss"]) and m["loss"] > 0 for m in metrics)
+    with open(os.path.join(pretrained, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["steps"] == 3 and summary["final_loss"] == metrics[-1]["loss"]
+    with open(os.path.join(pretrained, "config.json")) as f:
+        assert json.load(f)["job"] == "pretrain"
+
+
+def test_linear_eval_restores_the_frozen_encoder_and_reports_test_top1(pretrained, linear_config, tmp_path, mesh):
+    linear_config.pretrained_workdir = pretrained
+    linear_config.total_steps = 5
+    summary = linear_eval.train_and_evaluate(linear_config, str(tmp_path), mesh=mesh)
+    assert summary["test_examples"] == 360 and 0.0 <= summary["test_top1"] <= 1.0
+    encoder, frozen = linear_eval.restore_encoder(pretrained, mesh)
+    # The encoder is the pretrained one: its weights differ from a fresh initialisation.
+    _, _, _, init = pretrain.build(pretrain_config_from(pretrained), 1, 0)
+    fresh = init()
+    assert not np.allclose(jax.tree.leaves(frozen["params"])[0], jax.tree.leaves(fresh.params["encoder"])[0])
+    assert read_metrics(tmp_path)[-1]["test_top1"] == summary["test_top1"]
+
+
+def pretrain_config_from(workdir):
+    from jax_supcon.train.common import load_config
+
+    return load_config(workdir)
+
+
+def test_restart_resumes_from_the_latest_checkpoint(pretrain_config, tmp_path, mesh):
+    pretrain_config.optimizer.schedule = "constant"  # the same trajectory whatever total_steps is
+    pretrain_config.total_steps = 4
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "straight"), mesh=mesh)
+    pretrain_config.total_steps = 2
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "restarted"), mesh=mesh)
+    pretrain_config.total_steps = 4
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "restarted"), mesh=mesh)
+    straight = read_metrics(tmp_path / "straight")
+    restarted = read_metrics(tmp_path / "restarted")
+    assert [m["step"] for m in restarted] == [1, 2, 3, 4]
+    np.testing.assert_allclose([m["loss"] for m in restarted], [m["loss"] for m in straight], rtol=1e-5)
+
+
+def test_finished_run_started_again_does_not_train_more(pretrained, pretrain_config, mesh):
+    before = read_metrics(pretrained)
+    summary = pretrain.train_and_evaluate(pretrain_config, pretrained, mesh=mesh)
+    assert read_metrics(pretrained) == before and summary["final_loss"] == before[-1]["loss"]
+
+
+def test_a_workdir_of_another_job_or_model_is_refused(pretrained, pretrain_config, linear_config, mesh):
+    pretrain_config.model.name = "resnet10"
+    with pytest.raises(ValueError, match="holds a run with a different model"):
+        pretrain.train_and_evaluate(pretrain_config, pretrained, mesh=mesh)
+    linear_config.pretrained_workdir = pretrained
+    with pytest.raises(ValueError, match="holds a run with a different job"):
+        linear_eval.train_and_evaluate(linear_config, pretrained, mesh=mesh)
+
+
+def test_linear_eval_without_a_checkpoint_is_a_clear_error(linear_config, tmp_path, mesh):
+    linear_config.pretrained_workdir = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        linear_eval.train_and_evaluate(linear_config, str(tmp_path / "linear"), mesh=mesh)
+    (tmp_path / "empty").mkdir()
+    linear_config.pretrained_workdir = str(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
+        linear_eval.train_and_evaluate(linear_config, str(tmp_path / "linear"), mesh=mesh)
+    assert not (tmp_path / "linear").exists()
+
+
+def test_indivisible_batch_fails_before_anything_is_written(pretrain_config, tmp_path):
+    pretrain_config.batch_size = 12
+    with pytest.raises(ValueError, match=r"batch_size=12 must be a positive multiple of the device count \(8\)"):
+        pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def run_cli(*args):
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="2")
+    return subprocess.run(
+        [sys.executable, "-m", "jax_supcon.main", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_runs_a_config_with_overrides(tmp_path):
+    result = run_cli(
+        "--config=configs/digits_supcon.py:simclr",
+        f"--workdir={tmp_path}",
+        "--config.total_steps=2",
+        "--config.model.name=resnet_tiny",
+        "--config.model.width=0.125",
+        "--config.data.image_size=8",
+        "--config.batch_size=16",
+        "--config.optimizer.warmup_steps=0",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["steps"] == 2 and summary["devices"] == 2
+    assert "[pretrain] step 2: " in result.stdout
+    with open(tmp_path / "config.json") as f:
+        saved = json.load(f)
+    assert saved["loss"]["name"] == "simclr" and saved["model"]["name"] == "resnet_tiny"
+
+
+def test_cli_rejects_a_bad_value_in_one_line(tmp_path):
+    result = run_cli("--config=configs/digits_supcon.py", f"--workdir={tmp_path}", "--config.loss.name=supcn")
+    assert result.returncode != 0
+    assert "loss.name='supcn'; allowed: ('supcon', 'simclr')" in result.stderr
+    assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
