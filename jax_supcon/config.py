@@ -88,7 +88,11 @@ def base_config() -> ml_collections.ConfigDict:
 
 def resolve_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> tuple[int, int]:
     """(total_steps, warmup_steps) from steps or epochs: the one place durations are resolved."""
-    steps_per_epoch = max(1, num_train_examples // config.batch_size)
+    if config.batch_size > num_train_examples:
+        raise ValueError(
+            f"batch_size={config.batch_size} is larger than the training split ({num_train_examples} examples)"
+        )
+    steps_per_epoch = num_train_examples // config.batch_size
     if (config.total_steps is None) == (config.total_epochs is None):
         raise ValueError(f"set exactly one of total_steps={config.total_steps} and total_epochs={config.total_epochs}")
     if config.total_steps is not None:

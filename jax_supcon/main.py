@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow/XLA print their banners
 
@@ -22,19 +23,22 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
+    debug = flags.FLAGS["verbosity"].present
+    if not debug:
         logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax saves) only on request
     from jax_supcon.config import validate_config
+    from jax_supcon.train import JOBS
 
     config = _CONFIG.value
     try:
         validate_config(config)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
-    from jax_supcon.train import JOBS
-
-    logging.info("job %s in %s", config.job, _WORKDIR.value)
-    summary = JOBS[config.job](config, _WORKDIR.value)
+        logging.info("job %s in %s", config.job, _WORKDIR.value)
+        summary = JOBS[config.job](config, _WORKDIR.value)
+    except (ValueError, FileNotFoundError) as error:
+        if debug:
+            raise
+        # Bad values and missing inputs are the user's to fix: one line, no traceback.
+        sys.exit(f"jax-supcon: error: {error}")
     print(json.dumps(summary, indent=2, sort_keys=True))
 
 

@@ -137,5 +137,21 @@ def test_cli_runs_a_config_with_overrides(tmp_path):
 def test_cli_rejects_a_bad_value_in_one_line(tmp_path):
     result = run_cli("--config=configs/digits_supcon.py", f"--workdir={tmp_path}", "--config.loss.name=supcn")
     assert result.returncode != 0
-    assert "loss.name='supcn'; allowed: ('supcon', 'simclr')" in result.stderr
+    assert "jax-supcon: error: loss.name='supcn'; allowed: ('supcon', 'simclr')" in result.stderr
     assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
+
+
+def test_cli_reports_an_indivisible_batch_in_one_line(tmp_path):
+    result = run_cli("--config=configs/digits_supcon.py", f"--workdir={tmp_path / 'run'}", "--config.batch_size=255")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "jax-supcon: error: batch_size=255 must be a positive multiple of the device count (2)"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_batch_larger_than_the_data_fails_before_anything_is_written(pretrain_config, tmp_path, mesh):
+    pretrain_config.batch_size = 2048
+    with pytest.raises(ValueError, match=r"batch_size=2048 is larger than the training split \(1437 examples\)"):
+        pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "run"), mesh=mesh)
+    assert not (tmp_path / "run").exists()

@@ -57,7 +57,3 @@ class ContrastiveModel(nn.Module):
 
     def __call__(self, x, train: bool = True):
         return l2_normalize(self.head(self.encoder(x, train=train)))
-
-    def encode(self, x, train: bool = False):
-        """Encoder features (the representation that stage 2 evaluates)."""
-        return self.encoder(x, train=train)
