@@ -21,9 +21,7 @@ demo: $(STAMP)
 	$(BIN)/jax-supcon --config=configs/digits_supcon.py --workdir=$(DEMO)/pretrain
 	$(BIN)/jax-supcon --config=configs/digits_linear.py --workdir=$(DEMO)/linear \
 		--config.pretrained_workdir=$(DEMO)/pretrain
-	@$(BIN)/python -c "import json; s = json.load(open('$(DEMO)/linear/summary.json')); \
-		print(f\"\ndemo: SupCon on digits, linear evaluation test top-1 = {s['test_top1']:.4f} \
-		({s['test_examples']} held-out images); outputs in $(DEMO)/\")"
+	@$(BIN)/python -c "import json; s = json.load(open('$(DEMO)/linear/summary.json')); print(f\"\\ndemo: SupCon on digits, linear-evaluation test top-1 = {s['test_top1']:.4f} ({s['test_examples']} held-out images); outputs in $(DEMO)/\")"
 
 lint: $(STAMP)
 	$(BIN)/ruff check jax_supcon configs tests

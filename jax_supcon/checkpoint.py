@@ -18,13 +18,10 @@ CHECKPOINT_DIR = "checkpoints"
 class Checkpointer:
     """Thin wrapper over `ocp.CheckpointManager` for one train-state pytree."""
 
-    def __init__(self, workdir: str, *, keep: int = 2, read_only: bool = False):
+    def __init__(self, workdir: str, *, keep: int = 2, create: bool = True):
+        """`create=False` for restoring only (stage 2 reading stage 1): nothing is written."""
         self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-        options = ocp.CheckpointManagerOptions(
-            preservation_policy=checkpoint_managers.LatestN(keep),
-            create=not read_only,
-            read_only=read_only,
-        )
+        options = ocp.CheckpointManagerOptions(preservation_policy=checkpoint_managers.LatestN(keep), create=create)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:

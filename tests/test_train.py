@@ -114,8 +114,8 @@ def run_cli(*args):
     )
 
 
-def test_cli_runs_a_config_with_overrides(tmp_path):
-    result = run_cli(
+def test_cli_runs_a_config_with_overrides_and_resumes_it(tmp_path):
+    args = [
         "--config=configs/digits_supcon.py:simclr",
         f"--workdir={tmp_path}",
         "--config.total_steps=2",
@@ -124,8 +124,14 @@ def test_cli_runs_a_config_with_overrides(tmp_path):
         "--config.data.image_size=8",
         "--config.batch_size=16",
         "--config.optimizer.warmup_steps=0",
-    )
+    ]
+    result = run_cli(*args)
     assert result.returncode == 0, result.stderr[-2000:]
+    logged = read_metrics(tmp_path)
+    assert [m["step"] for m in logged] == [2]
+    again = run_cli(*args)  # the same command in the same workdir resumes the finished run
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "[pretrain] step" not in again.stdout and read_metrics(tmp_path) == logged
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["steps"] == 2 and summary["devices"] == 2
     assert "[pretrain] step 2: " in result.stdout

@@ -100,20 +100,26 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
+def _as_json(config: ml_collections.ConfigDict) -> dict:
+    """Plain JSON values: comparable whatever the ConfigDict's lock state or placeholders."""
+    return json.loads(config.to_json_best_effort())
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Create the workdir and record the config; refuse to resume a different job or model into it."""
     path = os.path.join(workdir, CONFIG_FILE)
+    current = _as_json(config)
     if os.path.exists(path):
-        saved = load_config(workdir)
+        saved = _as_json(load_config(workdir))
         for key in ("job", "model"):
-            if saved.get(key) != config.get(key):
+            if saved.get(key) != current.get(key):
                 raise ValueError(
-                    f"workdir {workdir!r} holds a run with a different {key} ({saved.get(key)} vs "
-                    f"{config.get(key)}); pick a new --workdir to start another run"
+                    f"workdir {workdir!r} holds a run with a different {key} ({json.dumps(saved.get(key))} vs "
+                    f"{json.dumps(current.get(key))}); pick a new --workdir to start another run"
                 )
     if is_main_process():
         os.makedirs(workdir, exist_ok=True)
-    write_json(path, json.loads(config.to_json_best_effort()))
+    write_json(path, current)
 
 
 class MetricLogger:

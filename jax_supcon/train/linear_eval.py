@@ -24,7 +24,7 @@ def restore_encoder(pretrained_workdir: str, mesh: Mesh) -> tuple[models.ResNet,
     """The stage-1 encoder module and its variables (`params`, `batch_stats`) from the latest
     checkpoint of `pretrained_workdir`; the projection head and optimizer state are dropped."""
     pre_config = common.load_config(pretrained_workdir)
-    checkpointer = Checkpointer(pretrained_workdir, read_only=True)
+    checkpointer = Checkpointer(pretrained_workdir, create=False)
     if checkpointer.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: run stage 1 there first")
     _, _, _, init = pretrain.build(pre_config, total_steps=1, warmup_steps=0)
