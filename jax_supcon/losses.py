@@ -1,84 +1,472 @@
-"""Contrastive losses on the global batch.
+"""Contrastive and metric-learning losses on the global batch.
 
-`supcon_loss` implements the supervised contrastive loss of Khosla et al. (2020), eq. 2 (L_out),
-and its self-supervised special case (SimCLR / NT-Xent) when no labels are given. Features are
-`[batch, views, dim]` and already L2-normalised; every view of every example in the (global) batch
-is a contrast sample. Computation is in float32 whatever the input dtype.
+Every feature loss takes `features` `[batch, views, dim]` (L2-normalised for the contrastive
+ones) and either integer `labels` `[batch]`, a positive `mask` `[batch, batch]`, or neither
+(then only the other views of the same example are positives: SimCLR). The `batch * views`
+samples, ordered view-major (row `v * batch + i` is view `v` of example `i`), form the contrast
+set; the anchors are all of them (`contrast_mode="all"`) or the first view of each example
+(`"one"`).
+
+All of them run through one row-block driver (`_anchor_sums`):
+- `chunk_size` evaluates the anchors in blocks of that many rows under `jax.checkpoint`, so the
+  largest live tensor is `[chunk, batch * views]` in the forward and the backward pass (each block
+  is recomputed for its gradient) instead of `[batch * views]^2`;
+- `axis_name` (set by `sharded`, which wraps the loss in `jax.shard_map`) makes each device
+  take its own anchor rows against the all-gathered contrast set and `psum` the per-row sums:
+  memory per device O(N^2 / devices), gradients exact (the all-gather's transpose is a
+  reduce-scatter).
+Computation is in float32 (float64 stays float64) whatever the input dtype.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 CONTRAST_MODES = ("all", "one")
+LOSS_TYPES = ("out", "in")
+DENOMINATORS = ("all", "one_positive", "negatives_only")
+TRIPLET_MINING = ("batch_all", "batch_hard")
+
+Sums = tuple[jax.Array, ...]
 
 
-def _check_inputs(features: jax.Array, labels: jax.Array | None, temperature: float, contrast_mode: str) -> None:
-    """Raise a one-line ValueError for inputs the loss cannot mean anything for (at trace time)."""
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_common(
+    features: jax.Array,
+    labels: jax.Array | None,
+    mask: jax.Array | None,
+    contrast_mode: str,
+    chunk_size: int | None,
+) -> None:
+    """One-line ValueErrors for shapes and options, raised at trace time."""
     if features.ndim != 3:
         raise ValueError(f"features must be [batch, views, dim], got shape {tuple(features.shape)}")
-    if labels is not None and (labels.ndim != 1 or labels.shape[0] != features.shape[0]):
-        raise ValueError(f"labels must be [batch]=[{features.shape[0]}], got shape {tuple(labels.shape)}")
+    batch = features.shape[0]
+    if labels is not None and mask is not None:
+        raise ValueError("give labels or mask, not both")
+    if labels is not None and (labels.ndim != 1 or labels.shape[0] != batch):
+        raise ValueError(f"labels must be [batch]=[{batch}], got shape {tuple(labels.shape)}")
+    if mask is not None and tuple(mask.shape) != (batch, batch):
+        raise ValueError(f"mask must be [batch, batch]=[{batch}, {batch}], got shape {tuple(mask.shape)}")
     if contrast_mode not in CONTRAST_MODES:
         raise ValueError(f"contrast_mode={contrast_mode!r}; allowed: {CONTRAST_MODES}")
-    if isinstance(temperature, (int, float)) and not temperature > 0:
-        raise ValueError(f"temperature={temperature} must be > 0")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
+        raise ValueError(f"chunk_size={chunk_size!r} must be a positive int or None")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if isinstance(value, (int, float)) and not value > 0:
+        raise ValueError(f"{name}={value} must be > 0")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r}; allowed: {allowed}")
+
+
+# ----------------------------------------------------------------------------- row-block driver
+
+
+def _masked_logsumexp(x: jax.Array, where: jax.Array) -> jax.Array:
+    """log-sum-exp over the last axis of the entries where `where`; -inf (with zero, not NaN,
+    gradient) for a row with none."""
+    row_max = jax.lax.stop_gradient(jnp.max(jnp.where(where, x, -jnp.inf), axis=-1, keepdims=True))
+    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+    total = jnp.sum(jnp.exp(jnp.where(where, x - row_max, -jnp.inf)), axis=-1)
+    safe = jnp.where(total > 0, total, 1.0)
+    return jnp.where(total > 0, jnp.log(safe) + row_max[..., 0], -jnp.inf)
+
+
+def _safe_sqrt(x: jax.Array) -> jax.Array:
+    """sqrt with a zero (not infinite) gradient at 0."""
+    positive = x > 1e-12
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def _squared_distances(anchors: jax.Array, contrast: jax.Array) -> jax.Array:
+    """Squared Euclidean distances `[rows, contrast]` from one matmul."""
+    cross = anchors @ contrast.T
+    norms_a = jnp.sum(anchors * anchors, axis=-1)[:, None]
+    norms_c = jnp.sum(contrast * contrast, axis=-1)[None, :]
+    return jnp.maximum(norms_a + norms_c - 2.0 * cross, 0.0)
+
+
+RowFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], Sums]
+
+
+def _anchor_sums(
+    row_fn: RowFn,
+    features: jax.Array,
+    labels: jax.Array | None,
+    mask: jax.Array | None,
+    *,
+    contrast_mode: str,
+    chunk_size: int | None,
+    axis_name: str | None,
+) -> Sums:
+    """Sum `row_fn(anchor_z, contrast_z, positive, negative)` over anchor row blocks.
+
+    `features`, `labels` and the rows of `mask` are this device's examples when `axis_name` is
+    set (inside `shard_map`), the whole batch otherwise. The per-block sums are added over blocks
+    and, when sharded, over devices.
+    """
+    dtype = jnp.promote_types(features.dtype, jnp.float32)
+    local = features.astype(dtype)
+    local_batch, views, dim = local.shape
+    if axis_name is None:
+        full, offset = local, 0
+    else:
+        full = jax.lax.all_gather(local, axis_name, axis=0, tiled=True)
+        offset = jax.lax.axis_index(axis_name) * local_batch
+    batch = full.shape[0]
+    num_contrast = views * batch
+    contrast = jnp.transpose(full, (1, 0, 2)).reshape(num_contrast, dim)
+
+    if mask is None:
+        ids = offset + jnp.arange(local_batch) if labels is None else labels
+        all_ids = ids if axis_name is None else jax.lax.all_gather(ids, axis_name, axis=0, tiled=True)
+        contrast_ids = jnp.tile(all_ids, views)
+
+    anchor_views = views if contrast_mode == "all" else 1
+    anchors = jnp.transpose(local[:, :anchor_views], (1, 0, 2)).reshape(anchor_views * local_batch, dim)
+    anchor_example = jnp.tile(jnp.arange(local_batch), anchor_views)  # local example index
+    anchor_column = jnp.repeat(jnp.arange(anchor_views), local_batch) * batch + offset + anchor_example
+
+    def block_sums(block_anchors, block_example, block_column, block_valid):
+        not_self = block_column[:, None] != jnp.arange(num_contrast)[None, :]
+        if mask is None:
+            related = ids[block_example][:, None] == contrast_ids[None, :]
+        else:
+            related = jnp.tile(mask[block_example] != 0, (1, views))
+        usable = not_self & block_valid[:, None]
+        return row_fn(block_anchors, contrast, related & usable, ~related & usable)
+
+    num_anchors = anchors.shape[0]
+    valid = jnp.ones((num_anchors,), bool)
+    if chunk_size is None or chunk_size >= num_anchors:
+        return block_sums(anchors, anchor_example, anchor_column, valid)
+
+    num_blocks = math.ceil(num_anchors / chunk_size)
+    pad = num_blocks * chunk_size - num_anchors
+
+    def blocks(x):
+        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+        return x.reshape((num_blocks, chunk_size) + x.shape[1:])
+
+    checkpointed = jax.checkpoint(block_sums)
+
+    def body(totals, block):
+        sums = checkpointed(*block)
+        return jax.tree.map(jnp.add, totals, sums), None
+
+    xs = (blocks(anchors), blocks(anchor_example), blocks(anchor_column), blocks(valid))
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(block_sums, *(x[0] for x in xs)))
+    totals, _ = jax.lax.scan(body, zeros, xs)
+    return totals
+
+
+def _reduce(sums: Sums, axis_name: str | None) -> Sums:
+    return sums if axis_name is None else jax.lax.psum(sums, axis_name)
+
+
+def _mean(total: jax.Array, count: jax.Array) -> jax.Array:
+    """total / count, and 0 (with zero gradient) when nothing was counted."""
+    return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
+
+
+# ----------------------------------------------------------------------------- SupCon family
+
+
+def _supcon_rows(anchors, contrast, positive, negative, *, temperature, loss_type, denominator) -> Sums:
+    """Per-anchor SupCon terms of one row block: (sum of losses, number of anchors counted)."""
+    logits = (anchors @ contrast.T) / temperature
+    num_positives = positive.sum(axis=1)
+    if denominator == "all":
+        log_denominator = _masked_logsumexp(logits, positive | negative)[:, None]
+    elif denominator == "one_positive":
+        log_denominator = jnp.logaddexp(logits, _masked_logsumexp(logits, negative)[:, None])
+    else:  # negatives_only
+        log_denominator = _masked_logsumexp(logits, negative)[:, None]
+    # An anchor with nothing in its denominator (no negative for "negatives_only") is not counted;
+    # a finite stand-in keeps its +inf log-probabilities from turning the gradient into NaN.
+    log_denominator = jnp.where(jnp.isfinite(log_denominator), log_denominator, 0.0)
+    log_prob = jnp.where(positive, logits - log_denominator, 0.0)
+    counted = num_positives > 0
+    if denominator == "negatives_only":
+        counted &= negative.any(axis=1)
+    safe_count = jnp.maximum(num_positives, 1)
+    if loss_type == "out":  # -1/|P| sum_p log(exp(s_p) / D_p)
+        per_anchor = -jnp.sum(log_prob, axis=1) / safe_count
+    else:  # -log(1/|P| sum_p exp(s_p) / D_p)
+        per_anchor = -(_masked_logsumexp(log_prob, positive) - jnp.log(safe_count.astype(log_prob.dtype)))
+    per_anchor = jnp.where(counted, per_anchor, 0.0)
+    return per_anchor.sum(), counted.sum().astype(per_anchor.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _symmetric_supcon_sums(contrast: jax.Array, ids: jax.Array, temperature: float) -> Sums:
+    """(sum of L_out terms, anchors counted) when every sample is an anchor (mode "all", one
+    block, denominator "all", labels): the same sums as `_supcon_rows`, computed faster.
+
+    Only the softmax needs the `[N, N]` logits. The positive terms come from per-class sums of
+    features: sum_p z_i . z_p = z_i . (class_sum - z_i). The backward pass is hand-written:
+    d/dZ = (S Z + S^T Z - row and column class terms) / tau with S the masked softmax, two
+    matmuls and one elementwise pass, where autodiff takes three matmuls and many passes.
+    """
+    return _symmetric_forward(contrast, ids, temperature)[0]
+
+
+def _class_statistics(contrast, ids):
+    """Per-sample class index in [0, N), number of positives, and the sum of its positives."""
+    num = ids.shape[0]
+    group = jnp.unique(ids, return_inverse=True, size=num, fill_value=ids.min())[1].reshape(num)
+    class_sum = jax.ops.segment_sum(contrast, group, num_segments=num)
+    class_size = jax.ops.segment_sum(jnp.ones((num,), contrast.dtype), group, num_segments=num)
+    num_positives = class_size[group] - 1
+    return group, num_positives, class_sum[group] - contrast
+
+
+def _symmetric_forward(contrast, ids, temperature):
+    num = contrast.shape[0]
+    diagonal = jnp.arange(num)
+    logits = ((contrast @ contrast.T) / temperature).at[diagonal, diagonal].set(-jnp.inf)  # no self
+    log_denominator = jax.nn.logsumexp(logits, axis=1)
+    group, num_positives, positive_sum = _class_statistics(contrast, ids)
+    counted = num_positives > 0
+    mean_positive_logit = jnp.sum(contrast * positive_sum, axis=1) / (temperature * jnp.maximum(num_positives, 1))
+    per_anchor = jnp.where(counted, log_denominator - mean_positive_logit, 0.0)
+    sums = (per_anchor.sum(), counted.sum().astype(per_anchor.dtype))
+    return sums, (contrast, group, num_positives, positive_sum, logits, log_denominator)
+
+
+def _symmetric_backward(temperature, residuals, cotangents):
+    contrast, group, num_positives, positive_sum, logits, log_denominator = residuals
+    counted = num_positives > 0
+    scale = cotangents[0] / temperature
+    softmax = jnp.where(counted[:, None], jnp.exp(logits - log_denominator[:, None]), 0.0)
+    grad = softmax @ contrast + softmax.T @ contrast
+    weight = jnp.where(counted, 1.0 / jnp.maximum(num_positives, 1), 0.0)[:, None]
+    row_term = weight * positive_sum  # sum_j pos_ij / |P_i| z_j
+    weighted = jax.ops.segment_sum(weight * contrast, group, num_segments=contrast.shape[0])
+    column_term = weighted[group] - weight * contrast  # sum_i pos_ij / |P_i| z_i
+    return (scale * (grad - row_term - column_term), None)
+
+
+_symmetric_supcon_sums.defvjp(_symmetric_forward, _symmetric_backward)
 
 
 def supcon_loss(
     features: jax.Array,
     labels: jax.Array | None = None,
     *,
+    mask: jax.Array | None = None,
     temperature: float = 0.1,
     base_temperature: float | None = None,
     contrast_mode: str = "all",
+    loss_type: str = "out",
+    denominator: str = "all",
+    chunk_size: int | None = None,
+    axis_name: str | None = None,
 ) -> jax.Array:
-    """Supervised contrastive loss (L_out), or NT-Xent when `labels` is None.
+    """Supervised contrastive loss (Khosla et al. 2020), or NT-Xent without labels and mask.
 
     Args:
-      features: `[batch, views, dim]`, L2-normalised embeddings of every view.
-      labels: `[batch]` integer class ids, or None: then only the other views of the same example
-        are positives (SimCLR / NT-Xent).
-      temperature: softmax temperature tau (> 0).
-      base_temperature: if given, the loss is scaled by `temperature / base_temperature` as in the
-        reference implementation; None means no rescaling.
-      contrast_mode: "all" uses every view as an anchor; "one" only the first view (still
-        contrasted against all views).
+      features: `[batch, views, dim]`, L2-normalised.
+      labels: `[batch]` ints; samples with the anchor's label are its positives.
+      mask: `[batch, batch]`, instead of labels: `mask[i, j] != 0` makes every view of example `j`
+        a positive of every view of example `i` (asymmetric allowed; `mask[i, i] = 0` makes the
+        other views of `i` negatives). Neither labels nor mask: SimCLR positives.
+      temperature: tau > 0.
+      base_temperature: scale the loss by `temperature / base_temperature` (the reference
+        implementations use 0.07); None: no scaling.
+      contrast_mode: "all" views are anchors, or only the first ("one").
+      loss_type: "out" (the paper's L_out, the mean over positives outside the log) or "in"
+        (L_in, inside the log).
+      denominator: which samples the softmax of each positive `p` runs over, as in the official
+        TF implementation: "all" (every sample but the anchor), "one_positive" (`p` and the
+        negatives), "negatives_only" (the negatives).
+      chunk_size: anchors per row block (memory O(chunk * N)); None: one block.
+      axis_name: set by `sharded`: `features` are this device's rows of a batch sharded over it.
 
     Returns:
-      Scalar mean over anchors that have at least one positive. Positives stay in the
-      denominator (the paper's L_out). An anchor without a positive is left out of the mean; a
-      batch with no positive at all gives 0 with zero gradient.
+      The mean over anchors that have at least one positive (and, for "negatives_only", one
+      negative); 0 with zero gradient if none has.
     """
-    _check_inputs(features, labels, temperature, contrast_mode)
-    batch, views, dim = features.shape
-    features = features.astype(jnp.float32)
-    # View-major contrast set: row v * batch + i is view v of example i.
-    contrast = jnp.transpose(features, (1, 0, 2)).reshape(views * batch, dim)
-    ids = jnp.arange(batch) if labels is None else labels
-    contrast_ids = jnp.tile(ids, views)
-    num_anchors = views * batch if contrast_mode == "all" else batch
-    anchors = contrast[:num_anchors]
-    anchor_ids = contrast_ids[:num_anchors]
-
-    logits = anchors @ contrast.T / temperature
-    is_self = jnp.arange(num_anchors)[:, None] == jnp.arange(views * batch)[None, :]
-    positive = (anchor_ids[:, None] == contrast_ids[None, :]) & ~is_self
-    # log-sum-exp over every contrast sample except the anchor itself (stable for small tau).
-    log_denominator = jax.nn.logsumexp(jnp.where(is_self, -jnp.inf, logits), axis=1)
-    log_prob = logits - log_denominator[:, None]
-
-    num_positives = positive.sum(axis=1)
-    has_positive = num_positives > 0
-    sum_log_prob = jnp.where(positive, log_prob, 0.0).sum(axis=1)
-    mean_log_prob_pos = sum_log_prob / jnp.maximum(num_positives, 1)
+    if axis_name is None:
+        _check_common(features, labels, mask, contrast_mode, chunk_size)
+    _check_positive("temperature", temperature)
+    _check_choice("loss_type", loss_type, LOSS_TYPES)
+    _check_choice("denominator", denominator, DENOMINATORS)
+    one_block = chunk_size is None or chunk_size >= features.shape[0] * features.shape[1]
+    if (axis_name, mask, contrast_mode, loss_type, denominator) == (None, None, "all", "out", "all") and one_block:
+        batch, views, dim = features.shape
+        contrast = jnp.transpose(features.astype(jnp.promote_types(features.dtype, jnp.float32)), (1, 0, 2))
+        ids = jnp.arange(batch) if labels is None else labels
+        total, count = _symmetric_supcon_sums(contrast.reshape(views * batch, dim), jnp.tile(ids, views), temperature)
+    else:
+        row_fn = functools.partial(_supcon_rows, temperature=temperature, loss_type=loss_type, denominator=denominator)
+        sums = _anchor_sums(
+            row_fn, features, labels, mask, contrast_mode=contrast_mode, chunk_size=chunk_size, axis_name=axis_name
+        )
+        total, count = _reduce(sums, axis_name)
     scale = 1.0 if base_temperature is None else temperature / base_temperature
-    per_anchor = -scale * mean_log_prob_pos
-    num_valid = has_positive.sum()
-    return jnp.where(has_positive, per_anchor, 0.0).sum() / jnp.maximum(num_valid, 1)
+    return scale * _mean(total, count)
 
 
-def ntxent_loss(features: jax.Array, *, temperature: float = 0.5) -> jax.Array:
-    """SimCLR's NT-Xent: `supcon_loss` without labels (other views of an image are positives)."""
-    return supcon_loss(features, None, temperature=temperature)
+def ntxent_loss(features: jax.Array, *, temperature: float = 0.5, **kwargs) -> jax.Array:
+    """SimCLR's NT-Xent: `supcon_loss` with only the other views of an image as positives."""
+    return supcon_loss(features, None, temperature=temperature, **kwargs)
+
+
+# ----------------------------------------------------------------------------- metric learning
+
+
+def _pair_rows(anchors, contrast, positive, negative, *, margin) -> Sums:
+    distances_sq = _squared_distances(anchors, contrast)
+    hinge = jnp.maximum(margin - _safe_sqrt(distances_sq), 0.0)
+    return (
+        jnp.sum(jnp.where(positive, distances_sq, 0.0)),
+        positive.sum().astype(anchors.dtype),
+        jnp.sum(jnp.where(negative, hinge * hinge, 0.0)),
+        negative.sum().astype(anchors.dtype),
+    )
+
+
+def contrastive_pair_loss(
+    features: jax.Array,
+    labels: jax.Array | None = None,
+    *,
+    mask: jax.Array | None = None,
+    margin: float = 1.0,
+    contrast_mode: str = "all",
+    chunk_size: int | None = None,
+    axis_name: str | None = None,
+) -> jax.Array:
+    """Margin contrastive loss (Hadsell et al. 2006) over every ordered in-batch pair:
+
+    mean over positive pairs of d^2 + mean over negative pairs of max(0, margin - d)^2,
+    with d the Euclidean distance. Each mean is 0 when its set is empty.
+    """
+    if axis_name is None:
+        _check_common(features, labels, mask, contrast_mode, chunk_size)
+    _check_positive("margin", margin)
+    sums = _anchor_sums(
+        functools.partial(_pair_rows, margin=margin),
+        features,
+        labels,
+        mask,
+        contrast_mode=contrast_mode,
+        chunk_size=chunk_size,
+        axis_name=axis_name,
+    )
+    pos_total, pos_count, neg_total, neg_count = _reduce(sums, axis_name)
+    return _mean(pos_total, pos_count) + _mean(neg_total, neg_count)
+
+
+def _triplet_rows(anchors, contrast, positive, negative, *, margin, mining) -> Sums:
+    distances = _safe_sqrt(_squared_distances(anchors, contrast))
+    if mining == "batch_hard":
+        hardest_positive = jnp.max(jnp.where(positive, distances, -jnp.inf), axis=1)
+        hardest_negative = jnp.min(jnp.where(negative, distances, jnp.inf), axis=1)
+        counted = positive.any(axis=1) & negative.any(axis=1)
+        gap = jnp.where(counted, hardest_positive - hardest_negative, 0.0)
+        loss = jnp.where(counted, jnp.maximum(gap + margin, 0.0), 0.0)
+        return loss.sum(), counted.sum().astype(loss.dtype)
+    # batch_all: every (anchor, positive, negative); mean over the triplets with a non-zero loss.
+    gaps = distances[:, :, None] - distances[:, None, :] + margin
+    valid = positive[:, :, None] & negative[:, None, :]
+    losses = jnp.where(valid, jnp.maximum(gaps, 0.0), 0.0)
+    return losses.sum(), (losses > 0).sum().astype(losses.dtype)
+
+
+def triplet_loss(
+    features: jax.Array,
+    labels: jax.Array | None = None,
+    *,
+    mask: jax.Array | None = None,
+    margin: float = 0.2,
+    mining: str = "batch_hard",
+    contrast_mode: str = "all",
+    chunk_size: int | None = None,
+    axis_name: str | None = None,
+) -> jax.Array:
+    """Triplet loss max(0, d(a, p) - d(a, n) + margin) with in-batch mining (Hermans et al. 2017).
+
+    "batch_hard": per anchor, its farthest positive and nearest negative; mean over anchors with
+    both. "batch_all": every valid triplet; mean over the triplets with a non-zero loss. Memory
+    of "batch_all" is O(chunk * N^2): set `chunk_size` for large batches.
+    """
+    if axis_name is None:
+        _check_common(features, labels, mask, contrast_mode, chunk_size)
+    _check_positive("margin", margin)
+    _check_choice("mining", mining, TRIPLET_MINING)
+    sums = _anchor_sums(
+        functools.partial(_triplet_rows, margin=margin, mining=mining),
+        features,
+        labels,
+        mask,
+        contrast_mode=contrast_mode,
+        chunk_size=chunk_size,
+        axis_name=axis_name,
+    )
+    return _mean(*_reduce(sums, axis_name))
+
+
+def cross_entropy_loss(logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0) -> jax.Array:
+    """Mean softmax cross-entropy with integer labels and optional label smoothing, in float32."""
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"logits must be [batch, classes] and labels [batch], got {logits.shape} and {labels.shape}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+# ----------------------------------------------------------------------------- sharding
+
+FEATURE_LOSSES = {
+    "supcon": supcon_loss,
+    "simclr": ntxent_loss,
+    "pair": contrastive_pair_loss,
+    "triplet": triplet_loss,
+}
+
+
+def sharded(loss_fn: Callable[..., jax.Array], mesh: Mesh, axis_name: str = "data") -> Callable[..., jax.Array]:
+    """`loss_fn(features, labels=None, *, mask=None, **kwargs)` on a batch sharded over
+    `axis_name`: each device computes its anchor rows against the all-gathered contrast set.
+
+    Inputs are validated on their global shapes before the `shard_map`; the result is the same
+    scalar (and gradient) as the unsharded loss.
+    """
+
+    def wrapped(features, labels=None, *, mask=None, **kwargs):
+        _check_common(features, labels, mask, kwargs.get("contrast_mode", "all"), kwargs.get("chunk_size"))
+        batch = features.shape[0]
+        if batch % mesh.shape[axis_name]:
+            raise ValueError(f"batch={batch} must divide by the {mesh.shape[axis_name]} devices of axis {axis_name!r}")
+        inputs = {"features": features}
+        specs = {"features": P(axis_name)}
+        if labels is not None:
+            inputs["labels"], specs["labels"] = labels, P(axis_name)
+        if mask is not None:
+            inputs["mask"], specs["mask"] = mask, P(axis_name, None)
+
+        def local(args):
+            extra = {k: v for k, v in args.items() if k != "features"}
+            return loss_fn(args["features"], axis_name=axis_name, **extra, **kwargs)
+
+        return jax.shard_map(local, mesh=mesh, in_specs=(specs,), out_specs=P())(inputs)
+
+    return wrapped

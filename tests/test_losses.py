@@ -1,9 +1,13 @@
-"""supcon_loss against an independent float64 reference written from eq. 2 of Khosla et al. 2020.
+"""Every loss against an independent float64 reference written from its equations, one anchor
+(pair, triplet) at a time in plain Python loops; gradients against the reference's central
+finite differences; sharded (8 fake devices) and chunked against the plain computation.
 
-L_out = sum_i  -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / tau) / sum_{a in A(i)} exp(z_i.z_a / tau) )
-with A(i) every view in the batch except i itself and P(i) the views in A(i) with i's label. The
-reference loops over anchors one at a time in numpy float64; gradients are checked against its
-central finite differences.
+SupCon (Khosla et al. 2020, eq. 2 and 3), for anchor i with positives P(i), negatives N(i) and
+A(i) = every sample but i:
+  log_prob(i, p) = s_ip - log D(i, p),  s = z_i . z_j / tau
+  D = sum_{a in A(i)} e^s_ia ("all") | e^s_ip + sum_{n in N(i)} e^s_in ("one_positive")
+      | sum_{n in N(i)} e^s_in ("negatives_only")
+  L_out(i) = -1/|P(i)| sum_p log_prob(i, p);   L_in(i) = -log(1/|P(i)| sum_p exp(log_prob(i, p)))
 """
 
 import jax
@@ -11,25 +15,117 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_supcon.losses import ntxent_loss, supcon_loss
+from jax_supcon import losses, parallel
+
+# ----------------------------------------------------------------------------- references
 
 
-def reference_loss(features, labels=None, temperature=0.1, base_temperature=None, contrast_mode="all"):
-    z = np.asarray(features, np.float64)
-    batch, views, _ = z.shape
+def positive_relation(batch, labels, mask):
+    if mask is not None:
+        return np.asarray(mask) != 0
     ids = np.arange(batch) if labels is None else np.asarray(labels)
+    return ids[:, None] == ids[None, :]
+
+
+def samples_and_anchors(z, contrast_mode):
+    batch, views, _ = z.shape
     samples = [(b, v) for v in range(views) for b in range(batch)]
     anchors = samples if contrast_mode == "all" else [(b, 0) for b in range(batch)]
-    scale = 1.0 if base_temperature is None else temperature / base_temperature
+    return samples, anchors
+
+
+def logsumexp(values):
+    values = np.asarray(values, np.float64)
+    top = values.max()
+    return top + np.log(np.exp(values - top).sum())
+
+
+def reference_supcon(
+    features,
+    labels=None,
+    mask=None,
+    temperature=0.1,
+    base_temperature=None,
+    contrast_mode="all",
+    loss_type="out",
+    denominator="all",
+):
+    z = np.asarray(features, np.float64)
+    related = positive_relation(z.shape[0], labels, mask)
+    samples, anchors = samples_and_anchors(z, contrast_mode)
     per_anchor = []
     for b, v in anchors:
-        others = [(c, w) for (c, w) in samples if (c, w) != (b, v)]
-        sims = np.array([z[b, v] @ z[c, w] / temperature for (c, w) in others])
-        log_denominator = sims.max() + np.log(np.exp(sims - sims.max()).sum())
-        positive_logs = [sims[k] - log_denominator for k, (c, _) in enumerate(others) if ids[c] == ids[b]]
-        if positive_logs:  # anchors without a positive are left out of the mean
-            per_anchor.append(-scale * np.mean(positive_logs))
-    return float(np.mean(per_anchor)) if per_anchor else 0.0
+        others = [s for s in samples if s != (b, v)]
+        sim = {s: z[b, v] @ z[s] / temperature for s in others}
+        positives = [s for s in others if related[b, s[0]]]
+        negatives = [s for s in others if not related[b, s[0]]]
+        if not positives or (denominator == "negatives_only" and not negatives):
+            continue
+        log_probs = []
+        for p in positives:
+            if denominator == "all":
+                log_d = logsumexp([sim[a] for a in others])
+            elif denominator == "one_positive":
+                log_d = logsumexp([sim[p]] + [sim[n] for n in negatives])
+            else:
+                log_d = logsumexp([sim[n] for n in negatives])
+            log_probs.append(sim[p] - log_d)
+        if loss_type == "out":
+            per_anchor.append(-np.mean(log_probs))
+        else:
+            per_anchor.append(-(logsumexp(log_probs) - np.log(len(log_probs))))
+    scale = 1.0 if base_temperature is None else temperature / base_temperature
+    return scale * float(np.mean(per_anchor)) if per_anchor else 0.0
+
+
+def reference_pair(features, labels=None, mask=None, margin=1.0, contrast_mode="all"):
+    z = np.asarray(features, np.float64)
+    related = positive_relation(z.shape[0], labels, mask)
+    samples, anchors = samples_and_anchors(z, contrast_mode)
+    positive_terms, negative_terms = [], []
+    for a in anchors:
+        for s in samples:
+            if s == a:
+                continue
+            d = np.linalg.norm(z[a] - z[s])
+            if related[a[0], s[0]]:
+                positive_terms.append(d**2)
+            else:
+                negative_terms.append(max(0.0, margin - d) ** 2)
+    return (np.mean(positive_terms) if positive_terms else 0.0) + (np.mean(negative_terms) if negative_terms else 0.0)
+
+
+def reference_triplet(features, labels=None, mask=None, margin=0.2, mining="batch_hard", contrast_mode="all"):
+    z = np.asarray(features, np.float64)
+    related = positive_relation(z.shape[0], labels, mask)
+    samples, anchors = samples_and_anchors(z, contrast_mode)
+    terms = []
+    for a in anchors:
+        others = [s for s in samples if s != a]
+        d = {s: np.linalg.norm(z[a] - z[s]) for s in others}
+        positives = [s for s in others if related[a[0], s[0]]]
+        negatives = [s for s in others if not related[a[0], s[0]]]
+        if mining == "batch_hard":
+            if positives and negatives:
+                terms.append(max(0.0, max(d[p] for p in positives) - min(d[n] for n in negatives) + margin))
+        else:
+            terms += [max(0.0, d[p] - d[n] + margin) for p in positives for n in negatives]
+    if mining == "batch_hard":
+        return float(np.mean(terms)) if terms else 0.0
+    active = [t for t in terms if t > 0]
+    return float(np.mean(active)) if active else 0.0
+
+
+def reference_cross_entropy(logits, labels, label_smoothing=0.0):
+    logits = np.asarray(logits, np.float64)
+    classes = logits.shape[1]
+    total = 0.0
+    for row, label in zip(logits, labels, strict=True):
+        log_softmax = row - logsumexp(row)
+        target = np.full(classes, label_smoothing / classes)
+        target[label] += 1.0 - label_smoothing
+        total += -(target * log_softmax).sum()
+    return total / len(labels)
 
 
 def finite_difference_grad(fn, x, eps=1e-6):
@@ -47,80 +143,270 @@ def random_features(seed, batch, views, dim):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-CASES = [
-    dict(labels=[0, 1, 0, 2, 1, 0], views=2, mode="all", temperature=0.1, base=None),
-    dict(labels=[0, 1, 0, 2, 1, 0], views=2, mode="one", temperature=0.1, base=None),
-    dict(labels=[0, 1, 0, 2, 1, 0], views=1, mode="all", temperature=0.5, base=None),  # class 2 has no positive
-    dict(labels=[3, 3, 1, 1, 2, 0], views=3, mode="all", temperature=0.07, base=0.07),
-    dict(labels=[0, 1, 0, 2, 1, 0], views=2, mode="all", temperature=0.2, base=0.07),
-    dict(labels=None, views=2, mode="all", temperature=0.5, base=None),  # SimCLR
-    dict(labels=None, views=3, mode="one", temperature=0.3, base=None),
+LABELS = np.array([0, 1, 0, 2, 1, 0])  # class 2 has one example
+ASYMMETRIC_MASK = np.array(
+    [
+        [1, 1, 0, 0, 0, 0],
+        [0, 1, 0, 0, 1, 0],
+        [1, 0, 0, 0, 0, 1],  # the other views of example 2 are its negatives
+        [0, 0, 0, 1, 0, 0],
+        [0, 0, 0, 0, 1, 0],
+        [1, 1, 1, 1, 1, 1],
+    ]
+)
+
+
+def check_against_reference(loss_fn, reference_fn, features, *, rtol=1e-5, grad_atol=2e-5, **kwargs):
+    """Value and gradient of `loss_fn` (float32, jitted) against the float64 reference."""
+    inputs = {k: jnp.asarray(v) for k, v in kwargs.items() if k in ("labels", "mask") and v is not None}
+    options = {k: v for k, v in kwargs.items() if k not in ("labels", "mask")}
+    value, grad = jax.jit(jax.value_and_grad(lambda x: loss_fn(x, **inputs, **options)))(
+        jnp.asarray(features, jnp.float32)
+    )
+    semantics = {k: v for k, v in kwargs.items() if k != "chunk_size"}  # chunking changes no value
+    expected = reference_fn(features, **semantics)
+    np.testing.assert_allclose(float(value), expected, rtol=rtol, atol=1e-6)
+    expected_grad = finite_difference_grad(lambda x: reference_fn(x, **semantics), features)
+    np.testing.assert_allclose(np.asarray(grad), expected_grad, rtol=1e-3, atol=grad_atol)
+
+
+# ----------------------------------------------------------------------------- SupCon family
+
+SUPCON_CASES = [
+    dict(labels=LABELS),  # defaults: the fast symmetric path
+    dict(labels=LABELS, contrast_mode="one"),
+    dict(labels=LABELS, loss_type="in"),
+    dict(labels=LABELS, denominator="one_positive"),
+    dict(labels=LABELS, denominator="negatives_only"),
+    dict(labels=LABELS, loss_type="in", denominator="one_positive", contrast_mode="one"),
+    dict(labels=LABELS, temperature=0.07, base_temperature=0.07),
+    dict(labels=LABELS, temperature=0.2, base_temperature=0.07, chunk_size=5),
+    dict(mask=ASYMMETRIC_MASK),
+    dict(mask=ASYMMETRIC_MASK, loss_type="in", denominator="negatives_only"),
+    dict(temperature=0.5),  # SimCLR
+    dict(temperature=0.5, contrast_mode="one", loss_type="in"),
 ]
 
 
-@pytest.mark.parametrize(
-    "case", CASES, ids=lambda c: f"{c['mode']}-v{c['views']}-{'simclr' if c['labels'] is None else 'sup'}"
-)
-def test_value_and_gradient_match_reference(case):
-    features = random_features(0, 6, case["views"], 5)
-    labels = None if case["labels"] is None else np.array(case["labels"])
-    kwargs = dict(temperature=case["temperature"], base_temperature=case["base"], contrast_mode=case["mode"])
-
-    def loss(x):
-        return supcon_loss(x, None if labels is None else jnp.asarray(labels), **kwargs)
-
-    value, grad = jax.jit(jax.value_and_grad(loss))(jnp.asarray(features, jnp.float32))
-    expected = reference_loss(features, labels, **kwargs)
-    np.testing.assert_allclose(float(value), expected, rtol=1e-5)
-    expected_grad = finite_difference_grad(lambda x: reference_loss(x, labels, **kwargs), features)
-    np.testing.assert_allclose(np.asarray(grad), expected_grad, rtol=1e-3, atol=2e-5)
+# SimCLR with one view has no positive at all: that case is the no-positive test below.
+SUPCON_GRID = [
+    (case, views) for case in SUPCON_CASES for views in (1, 2, 3) if views > 1 or "labels" in case or "mask" in case
+]
 
 
-def test_simclr_is_supcon_with_one_example_per_class():
+@pytest.mark.parametrize("case, views", SUPCON_GRID, ids=lambda c: "-".join(c) if isinstance(c, dict) else f"v{c}")
+def test_supcon_matches_reference(case, views):
+    check_against_reference(losses.supcon_loss, reference_supcon, random_features(0, 6, views, 5), **case)
+
+
+def test_simclr_equals_supcon_with_one_example_per_class_and_ntxent():
     features = jnp.asarray(random_features(1, 8, 2, 16), jnp.float32)
     distinct = jnp.arange(8) * 7
-    np.testing.assert_allclose(supcon_loss(features, distinct, temperature=0.5), ntxent_loss(features), rtol=1e-6)
+    expected = reference_supcon(np.asarray(features), temperature=0.5)
+    np.testing.assert_allclose(losses.supcon_loss(features, distinct, temperature=0.5), expected, rtol=1e-5)
+    np.testing.assert_allclose(losses.ntxent_loss(features), expected, rtol=1e-5)
 
 
-def test_batch_without_any_positive_gives_zero_loss_and_zero_gradient():
+@pytest.mark.parametrize("denominator", losses.DENOMINATORS)
+def test_all_one_class(denominator):
+    """Every other sample is a positive: no negative at all ("negatives_only" then counts nothing)."""
+    features = random_features(5, 5, 2, 4)
+    check_against_reference(
+        losses.supcon_loss, reference_supcon, features, labels=np.zeros(5, int), denominator=denominator
+    )
+
+
+@pytest.mark.parametrize(
+    "case", [dict(labels=np.arange(5)), dict(mask=np.zeros((5, 5))), dict(labels=np.arange(5), chunk_size=2)]
+)
+def test_no_positive_anywhere_gives_zero_loss_and_zero_gradient(case):
     features = jnp.asarray(random_features(2, 5, 1, 4), jnp.float32)
-    labels = jnp.arange(5)
-    value, grad = jax.value_and_grad(lambda x: supcon_loss(x, labels))(features)
-    assert float(value) == 0.0
-    assert np.all(np.asarray(grad) == 0.0)
+    inputs = {k: jnp.asarray(v) if k != "chunk_size" else v for k, v in case.items()}
+    value, grad = jax.value_and_grad(lambda x: losses.supcon_loss(x, **inputs))(features)
+    assert float(value) == 0.0 and np.all(np.asarray(grad) == 0.0)
 
 
-def test_small_temperature_is_finite_and_matches_reference():
+@pytest.mark.parametrize("case", [dict(), dict(loss_type="in", denominator="one_positive", chunk_size=3)])
+def test_temperature_0_01_is_finite_and_matches_reference(case):
     features = random_features(3, 8, 2, 8)
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
-    value, grad = jax.value_and_grad(lambda x: supcon_loss(x, jnp.asarray(labels), temperature=0.005))(
-        jnp.asarray(features, jnp.float32)
+    check_against_reference(
+        losses.supcon_loss,
+        reference_supcon,
+        features,
+        labels=labels,
+        temperature=0.01,
+        rtol=1e-4,
+        grad_atol=1e-3,
+        **case,
     )
-    assert np.all(np.isfinite(np.asarray(grad)))
-    np.testing.assert_allclose(float(value), reference_loss(features, labels, temperature=0.005), rtol=1e-4)
 
 
-def test_bfloat16_inputs_are_computed_in_float32():
+@pytest.mark.parametrize("chunk_size", [None, 5])
+def test_bfloat16_inputs_are_computed_in_float32(chunk_size):
     features = jnp.asarray(random_features(4, 8, 2, 32), jnp.bfloat16)
     labels = jnp.array([0, 1, 2, 3, 0, 1, 2, 3])
-    value = supcon_loss(features, labels)
+    value = losses.supcon_loss(features, labels, chunk_size=chunk_size)
     assert value.dtype == jnp.float32
     rounded = np.asarray(features.astype(jnp.float32))  # the loss must see exactly these values
-    np.testing.assert_allclose(float(value), reference_loss(rounded, np.asarray(labels)), rtol=1e-5)
-    grad = jax.grad(lambda x: supcon_loss(x, labels))(features)
+    np.testing.assert_allclose(float(value), reference_supcon(rounded, np.asarray(labels)), rtol=1e-5)
+    grad = jax.grad(lambda x: losses.supcon_loss(x, labels, chunk_size=chunk_size))(features)
     assert grad.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(grad, np.float32)))
 
 
+# ----------------------------------------------------------------------------- metric learning
+
+
 @pytest.mark.parametrize(
-    "features, labels, kwargs, message",
+    "case",
+    [dict(labels=LABELS), dict(labels=LABELS, margin=0.5, contrast_mode="one"), dict(mask=ASYMMETRIC_MASK), dict()],
+    ids=["labels", "margin-one", "mask", "instances"],
+)
+def test_pair_loss_matches_reference(case):
+    check_against_reference(losses.contrastive_pair_loss, reference_pair, random_features(6, 6, 2, 5), **case)
+
+
+@pytest.mark.parametrize("mining", losses.TRIPLET_MINING)
+@pytest.mark.parametrize(
+    "case",
     [
-        (np.zeros((4, 8)), None, {}, r"\[batch, views, dim\]"),
-        (np.zeros((4, 2, 8)), np.zeros(3, np.int32), {}, r"labels must be \[batch\]=\[4\]"),
-        (np.zeros((4, 2, 8)), None, {"temperature": 0.0}, "temperature=0.0 must be > 0"),
-        (np.zeros((4, 2, 8)), None, {"temperature": -1}, "temperature=-1 must be > 0"),
-        (np.zeros((4, 2, 8)), None, {"contrast_mode": "any"}, "contrast_mode='any'; allowed"),
+        dict(labels=LABELS),
+        dict(labels=LABELS, margin=0.5, contrast_mode="one"),
+        dict(mask=ASYMMETRIC_MASK),
+        dict(labels=LABELS, chunk_size=4),
+    ],
+    ids=["labels", "margin-one", "mask", "chunked"],
+)
+def test_triplet_loss_matches_reference(case, mining):
+    check_against_reference(losses.triplet_loss, reference_triplet, random_features(7, 6, 2, 5), mining=mining, **case)
+
+
+@pytest.mark.parametrize("loss_fn", [losses.contrastive_pair_loss, losses.triplet_loss])
+def test_metric_losses_with_all_one_class_and_one_example_per_class(loss_fn):
+    reference = reference_pair if loss_fn is losses.contrastive_pair_loss else reference_triplet
+    features = random_features(8, 5, 2, 4)
+    for labels in (np.zeros(5, int), np.arange(5)):
+        check_against_reference(loss_fn, reference, features, labels=labels)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_cross_entropy_matches_reference(label_smoothing):
+    logits = np.random.default_rng(9).normal(size=(6, 4)) * 3
+    labels = np.array([0, 3, 1, 1, 2, 0])
+    value, grad = jax.value_and_grad(
+        lambda x: losses.cross_entropy_loss(x, jnp.asarray(labels), label_smoothing=label_smoothing)
+    )(jnp.asarray(logits, jnp.float32))
+    np.testing.assert_allclose(float(value), reference_cross_entropy(logits, labels, label_smoothing), rtol=1e-5)
+    expected = finite_difference_grad(lambda x: reference_cross_entropy(x, labels, label_smoothing), logits)
+    np.testing.assert_allclose(np.asarray(grad), expected, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- sharded and chunked
+
+SHARDED_CASES = [
+    ("supcon", losses.supcon_loss, dict(labels=True)),
+    (
+        "supcon-one-in-negatives_only",
+        losses.supcon_loss,
+        dict(labels=True, contrast_mode="one", loss_type="in", denominator="negatives_only"),
+    ),
+    ("supcon-mask-one_positive", losses.supcon_loss, dict(mask=True, denominator="one_positive")),
+    ("simclr", losses.ntxent_loss, dict()),
+    ("pair", losses.contrastive_pair_loss, dict(labels=True)),
+    ("triplet-hard", losses.triplet_loss, dict(labels=True)),
+    ("triplet-all-mask", losses.triplet_loss, dict(mask=True, mining="batch_all")),
+]
+
+
+def sharded_inputs(case):
+    rng = np.random.default_rng(10)
+    features = jnp.asarray(random_features(10, 16, 2, 8), jnp.float32)
+    extra = dict(case)
+    if extra.pop("labels", False):
+        extra["labels"] = jnp.asarray(rng.integers(0, 5, 16))
+    if extra.pop("mask", False):
+        extra["mask"] = jnp.asarray(rng.random((16, 16)) < 0.3)
+    return features, extra
+
+
+@pytest.mark.parametrize("name, loss_fn, case", SHARDED_CASES, ids=[c[0] for c in SHARDED_CASES])
+def test_eight_devices_and_chunks_equal_one_device(name, loss_fn, case):
+    features, kwargs = sharded_inputs(case)
+    mesh = parallel.create_mesh()
+    features_sharded = jax.device_put(features, parallel.data_sharding(mesh))
+    plain = jax.jit(jax.value_and_grad(lambda x: loss_fn(x, **kwargs)))(features)
+    variants = {
+        "sharded": jax.jit(jax.value_and_grad(lambda x: losses.sharded(loss_fn, mesh)(x, **kwargs)))(features_sharded),
+        "chunked": jax.jit(jax.value_and_grad(lambda x: loss_fn(x, chunk_size=7, **kwargs)))(features),
+        "sharded+chunked": jax.jit(
+            jax.value_and_grad(lambda x: losses.sharded(loss_fn, mesh)(x, chunk_size=3, **kwargs))
+        )(features_sharded),
+    }
+    assert float(plain[0]) > 0
+    for label, (value, grad) in variants.items():
+        np.testing.assert_allclose(float(value), float(plain[0]), rtol=1e-5, err_msg=label)
+        scale = np.abs(np.asarray(plain[1])).max()
+        np.testing.assert_allclose(np.asarray(grad) / scale, np.asarray(plain[1]) / scale, atol=1e-5, err_msg=label)
+
+
+def test_sharded_loss_runs_inside_jit_on_a_globally_sharded_batch():
+    mesh = parallel.create_mesh()
+    features, kwargs = sharded_inputs(dict(labels=True))
+    batch = parallel.to_global({"features": np.asarray(features), "labels": np.asarray(kwargs["labels"])}, mesh)
+    value = jax.jit(lambda b: losses.sharded(losses.supcon_loss, mesh)(b["features"], b["labels"]))(batch)
+    np.testing.assert_allclose(
+        float(value), reference_supcon(np.asarray(features), np.asarray(kwargs["labels"])), rtol=1e-5
+    )
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    "features, kwargs, message",
+    [
+        (np.zeros((4, 8)), {}, r"\[batch, views, dim\]"),
+        (np.zeros((4, 2, 8)), {"labels": np.zeros(3, np.int32)}, r"labels must be \[batch\]=\[4\]"),
+        (
+            np.zeros((4, 2, 8)),
+            {"labels": np.zeros((4, 1), np.int32)},
+            r"labels must be \[batch\]=\[4\], got shape \(4, 1\)",
+        ),
+        (
+            np.zeros((4, 2, 8)),
+            {"mask": np.zeros((4, 3))},
+            r"mask must be \[batch, batch\]=\[4, 4\], got shape \(4, 3\)",
+        ),
+        (np.zeros((4, 2, 8)), {"mask": np.zeros((4, 4)), "labels": np.zeros(4, np.int32)}, "labels or mask, not both"),
+        (np.zeros((4, 2, 8)), {"temperature": 0.0}, "temperature=0.0 must be > 0"),
+        (np.zeros((4, 2, 8)), {"temperature": -1}, "temperature=-1 must be > 0"),
+        (np.zeros((4, 2, 8)), {"contrast_mode": "any"}, "contrast_mode='any'; allowed"),
+        (np.zeros((4, 2, 8)), {"loss_type": "mid"}, "loss_type='mid'; allowed"),
+        (np.zeros((4, 2, 8)), {"denominator": "some"}, "denominator='some'; allowed"),
+        (np.zeros((4, 2, 8)), {"chunk_size": 0}, "chunk_size=0 must be a positive int"),
     ],
 )
-def test_bad_inputs_raise_a_clear_value_error(features, labels, kwargs, message):
+def test_bad_inputs_raise_a_clear_value_error(features, kwargs, message):
+    arrays = {k: jnp.asarray(v) for k, v in kwargs.items() if k in ("labels", "mask")}
+    options = {k: v for k, v in kwargs.items() if k not in arrays}
     with pytest.raises(ValueError, match=message):
-        jax.jit(lambda x: supcon_loss(x, labels, **kwargs))(jnp.asarray(features, jnp.float32))
+        jax.jit(lambda x: losses.supcon_loss(x, **arrays, **options))(jnp.asarray(features, jnp.float32))
+
+
+@pytest.mark.parametrize(
+    "loss_fn, kwargs, message",
+    [
+        (losses.triplet_loss, {"mining": "semi_hard"}, "mining='semi_hard'; allowed"),
+        (losses.triplet_loss, {"margin": 0.0}, "margin=0.0 must be > 0"),
+        (losses.contrastive_pair_loss, {"margin": -1.0}, "margin=-1.0 must be > 0"),
+    ],
+)
+def test_bad_metric_loss_options(loss_fn, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        loss_fn(jnp.zeros((4, 2, 8)), **kwargs)
+
+
+def test_sharded_batch_must_divide_by_the_devices():
+    mesh = parallel.create_mesh()
+    with pytest.raises(ValueError, match="batch=12 must divide by the 8 devices"):
+        losses.sharded(losses.supcon_loss, mesh)(jnp.zeros((12, 2, 8)))
