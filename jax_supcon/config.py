@@ -12,8 +12,10 @@ import math
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from jax_supcon.losses import CONTRAST_MODES, DENOMINATORS, LOSS_TYPES, TRIPLET_MINING
+
 JOBS = ("pretrain", "linear_eval")
-LOSSES = ("supcon", "simclr")
+LOSSES = ("supcon", "simclr", "pair", "triplet")
 
 
 def augment_config(**overrides) -> ml_collections.ConfigDict:
@@ -50,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 2
     config.pretrained_workdir = placeholder(str)  # linear_eval: stage-1 workdir to restore
     config.linear_augment = True  # linear_eval: train the classifier on augmented views
+    config.label_smoothing = 0.0  # linear_eval: cross-entropy label smoothing
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "digits"
@@ -71,6 +74,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.base_temperature = placeholder(float)
     config.loss.contrast_mode = "all"
     config.loss.num_views = 2
+    config.loss.loss_type = "out"  # supcon/simclr: "out" (L_out) or "in" (L_in)
+    config.loss.denominator = "all"  # supcon/simclr: "all", "one_positive", "negatives_only"
+    config.loss.chunk_size = placeholder(int)  # anchors per row block; None: one block
+    config.loss.margin = placeholder(float)  # pair (default 1.0) / triplet (default 0.2)
+    config.loss.mining = "batch_hard"  # triplet: "batch_hard" or "batch_all"
 
     config.augment = augment_config()
 
@@ -119,6 +127,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"loss.name={config.loss.name!r}; allowed: {LOSSES}")
     if not config.loss.temperature > 0:
         raise ValueError(f"loss.temperature={config.loss.temperature} must be > 0")
+    choices = {"contrast_mode": CONTRAST_MODES, "loss_type": LOSS_TYPES, "denominator": DENOMINATORS}
+    for key, allowed in (choices | {"mining": TRIPLET_MINING}).items():
+        if config.loss[key] not in allowed:
+            raise ValueError(f"loss.{key}={config.loss[key]!r}; allowed: {allowed}")
+    if config.loss.chunk_size is not None and config.loss.chunk_size <= 0:
+        raise ValueError(f"loss.chunk_size={config.loss.chunk_size} must be > 0 (or unset)")
+    if config.loss.margin is not None and not config.loss.margin > 0:
+        raise ValueError(f"loss.margin={config.loss.margin} must be > 0 (or unset)")
+    if not 0 <= config.label_smoothing < 1:
+        raise ValueError(f"label_smoothing={config.label_smoothing} must be in [0, 1)")
     if config.loss.num_views < 1 or (config.loss.name == "simclr" and config.loss.num_views < 2):
         raise ValueError(f"loss.num_views={config.loss.num_views}; needs >= 2 for simclr, >= 1 for supcon")
     for key in ("log_every_steps", "checkpoint_every_steps", "batch_size", "eval_batch_size", "keep_checkpoints"):

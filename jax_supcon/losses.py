@@ -452,16 +452,19 @@ def sharded(loss_fn: Callable[..., jax.Array], mesh: Mesh, axis_name: str = "dat
     """
 
     def wrapped(features, labels=None, *, mask=None, **kwargs):
+        inputs = {"features": features}
+        if labels is not None:
+            inputs["labels"] = labels
+        if mask is not None:
+            inputs["mask"] = mask
+        if mesh.shape[axis_name] == 1:  # nothing to shard: keep the single-device fast paths
+            return loss_fn(**inputs, **kwargs)
         _check_common(features, labels, mask, kwargs.get("contrast_mode", "all"), kwargs.get("chunk_size"))
         batch = features.shape[0]
         if batch % mesh.shape[axis_name]:
             raise ValueError(f"batch={batch} must divide by the {mesh.shape[axis_name]} devices of axis {axis_name!r}")
-        inputs = {"features": features}
-        specs = {"features": P(axis_name)}
-        if labels is not None:
-            inputs["labels"], specs["labels"] = labels, P(axis_name)
-        if mask is not None:
-            inputs["mask"], specs["mask"] = mask, P(axis_name, None)
+        specs = {"features": P(axis_name), "labels": P(axis_name), "mask": P(axis_name, None)}
+        specs = {k: v for k, v in specs.items() if k in inputs}
 
         def local(args):
             extra = {k: v for k, v in args.items() if k != "features"}

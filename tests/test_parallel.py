@@ -27,9 +27,18 @@ def test_host_batch_becomes_a_global_array_sharded_over_data():
     np.testing.assert_array_equal(batch["label"], np.arange(16))
 
 
-@pytest.mark.parametrize("loss", ["supcon", "simclr"])
+@pytest.mark.parametrize(
+    "loss",
+    [
+        dict(name="supcon"),
+        dict(name="simclr"),
+        dict(name="supcon", chunk_size=8, denominator="one_positive", loss_type="in"),
+        dict(name="triplet", margin=0.5),
+    ],
+    ids=["supcon", "simclr", "supcon-chunked-options", "triplet"],
+)
 def test_one_and_eight_devices_give_the_same_losses(pretrain_config, tmp_path, loss):
-    pretrain_config.loss.name = loss
+    pretrain_config.loss.update(loss)
     one = pretrain.train_and_evaluate(
         pretrain_config, str(tmp_path / "one"), mesh=parallel.create_mesh(jax.devices()[:1])
     )

@@ -143,7 +143,7 @@ def test_cli_runs_a_config_with_overrides_and_resumes_it(tmp_path):
 def test_cli_rejects_a_bad_value_in_one_line(tmp_path):
     result = run_cli("--config=configs/digits_supcon.py", f"--workdir={tmp_path}", "--config.loss.name=supcn")
     assert result.returncode != 0
-    assert "jax-supcon: error: loss.name='supcn'; allowed: ('supcon', 'simclr')" in result.stderr
+    assert "jax-supcon: error: loss.name='supcn'; allowed: ('supcon', 'simclr', 'pair', 'triplet')" in result.stderr
     assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
 
 

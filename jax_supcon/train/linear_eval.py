@@ -13,7 +13,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from jax_supcon import models, optim, parallel
+from jax_supcon import losses, models, optim, parallel
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.config import resolve_steps, validate_config
 from jax_supcon.data import augment, pipeline, sources
@@ -50,7 +50,7 @@ def linear_step(state, batch, frozen, *, encoder, classifier, tx, schedule, conf
 
     def loss_fn(params):
         logits = classifier.apply({"params": params}, features)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        loss = losses.cross_entropy_loss(logits, batch["label"], label_smoothing=config.label_smoothing)
         return loss, logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -18,15 +18,26 @@ from jax_supcon.data import augment, pipeline, sources
 from jax_supcon.train import common
 
 
-def contrastive_loss(z: jax.Array, labels: jax.Array, loss_config: ml_collections.ConfigDict) -> jax.Array:
-    """The configured loss on `[batch, views, dim]` projections."""
-    return losses.supcon_loss(
-        z,
-        labels if loss_config.name == "supcon" else None,
-        temperature=loss_config.temperature,
-        base_temperature=loss_config.base_temperature,
-        contrast_mode=loss_config.contrast_mode,
-    )
+def contrastive_loss(
+    z: jax.Array, labels: jax.Array, loss_config: ml_collections.ConfigDict, mesh: Mesh
+) -> jax.Array:
+    """The configured loss on `[batch, views, dim]` projections sharded over the mesh: each
+    device computes its anchor rows against the gathered batch (see `losses.sharded`)."""
+    name = loss_config.name
+    options = {"contrast_mode": loss_config.contrast_mode, "chunk_size": loss_config.chunk_size}
+    if name in ("supcon", "simclr"):
+        options |= {
+            "temperature": loss_config.temperature,
+            "base_temperature": loss_config.base_temperature,
+            "loss_type": loss_config.loss_type,
+            "denominator": loss_config.denominator,
+        }
+    if name in ("pair", "triplet") and loss_config.margin is not None:
+        options["margin"] = loss_config.margin
+    if name == "triplet":
+        options["mining"] = loss_config.mining
+    loss_fn = losses.sharded(losses.FEATURE_LOSSES[name], mesh)
+    return loss_fn(z, None if name == "simclr" else labels, **options)
 
 
 def pretrain_step(
@@ -37,6 +48,7 @@ def pretrain_step(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     config: ml_collections.ConfigDict,
+    mesh: Mesh,
 ) -> tuple[common.TrainState, dict[str, jax.Array]]:
     """Augment the views on device, forward all of them as one batch, SupCon loss, optax update."""
     num_views = config.loss.num_views
@@ -50,7 +62,7 @@ def pretrain_step(
         z, updated = model.apply(
             {"params": params, "batch_stats": state.batch_stats}, inputs, train=True, mutable=["batch_stats"]
         )
-        loss = contrastive_loss(z.reshape(batch_size, num_views, -1), batch["label"], config.loss)
+        loss = contrastive_loss(z.reshape(batch_size, num_views, -1), batch["label"], config.loss, mesh)
         return loss, updated["batch_stats"]
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -90,7 +102,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     state = common.restore_or_init(init, mesh, checkpointer)
     shardings = common.state_shardings(state)
     train_step = jax.jit(
-        functools.partial(pretrain_step, model=model, tx=tx, schedule=schedule, config=config),
+        functools.partial(pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
         in_shardings=(shardings, parallel.data_sharding(mesh)),
         out_shardings=(shardings, parallel.replicated(mesh)),
         donate_argnums=0,
