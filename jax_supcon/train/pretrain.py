@@ -18,9 +18,7 @@ from jax_supcon.data import augment, pipeline, sources
 from jax_supcon.train import common
 
 
-def contrastive_loss(
-    z: jax.Array, labels: jax.Array, loss_config: ml_collections.ConfigDict, mesh: Mesh
-) -> jax.Array:
+def contrastive_loss(z: jax.Array, labels: jax.Array, loss_config: ml_collections.ConfigDict, mesh: Mesh) -> jax.Array:
     """The configured loss on `[batch, views, dim]` projections sharded over the mesh: each
     device computes its anchor rows against the gathered batch (see `losses.sharded`)."""
     name = loss_config.name

@@ -1,0 +1,32 @@
+"""The benchmark command runs and prints well-formed figures (tiny sizes; no timing asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_loss_benchmark_prints_one_json_line_per_case():
+    result = subprocess.run(
+        [sys.executable, "-m", "jax_supcon.bench", "loss", "--sizes=64", "--chunk_size=32", "--repeats=1", "--dim=16"],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_NUM_CPU_DEVICES="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(r["images"], r["chunk_size"]) for r in records] == [(64, None), (64, 32)]
+    for record in records:
+        assert "error" not in record, record
+        assert record["time_s"] > 0 and record["peak_rss_gib"] > 0 and record["xla_temp_gib"] >= 0
+
+
+def test_unknown_benchmark_is_a_usage_error():
+    result = subprocess.run(
+        [sys.executable, "-m", "jax_supcon.bench", "lose"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0 and "usage: python -m jax_supcon.bench {loss}" in result.stderr
