@@ -1,4 +1,4 @@
-"""Orbax checkpoints in `WORKDIR/checkpoints`: save, keep the latest N, restore (sharded).
+"""Orbax checkpoints in `WORKDIR/checkpoints`: save, keep the latest N and the best, restore (sharded).
 
 Saves are asynchronous and atomic (orbax writes to a temporary directory and renames), so a run
 killed mid-save leaves the previous checkpoint intact and the next start resumes from it.
@@ -16,19 +16,54 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 class Checkpointer:
-    """Thin wrapper over `ocp.CheckpointManager` for one train-state pytree."""
+    """Thin wrapper over `ocp.CheckpointManager` for one train-state pytree.
 
-    def __init__(self, workdir: str, *, keep: int = 2, create: bool = True):
+    With `best_metric`, the checkpoint with the highest value of that metric (passed to `save`)
+    is kept as well as the latest `keep`.
+    """
+
+    def __init__(self, workdir: str, *, keep: int = 2, best_metric: str | None = None, create: bool = True):
         """`create=False` for restoring only (stage 2 reading stage 1): nothing is written."""
         self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-        options = ocp.CheckpointManagerOptions(preservation_policy=checkpoint_managers.LatestN(keep), create=create)
+        policies = [checkpoint_managers.LatestN(keep)]
+        if best_metric:
+            policies.append(
+                checkpoint_managers.BestN(
+                    get_metric_fn=lambda metrics: metrics[best_metric],
+                    reverse=False,
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies), create=create
+        )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any) -> None:
-        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def select_step(self, which: str, records: list[dict], metric: str | None) -> int:
+        """`latest`, `best` (highest `metric` among the logged `records` still on disk), or a step."""
+        steps = self.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        if which == "latest":
+            return steps[-1]
+        if which == "best":
+            scored = [(r[metric], r["step"]) for r in records if metric and metric in r and r["step"] in steps]
+            if not scored:
+                raise ValueError(f"checkpoint='best' needs a checkpoint with {metric!r} logged; have steps {steps}")
+            return max(scored)[1]
+        if not which.isdigit() or int(which) not in steps:
+            raise ValueError(f"checkpoint={which!r}; allowed: 'latest', 'best' or one of the saved steps {steps}")
+        return int(which)
+
+    def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
+        self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
         """Restore into the shapes, dtypes and shardings of `abstract_state` (from eval_shape)."""

@@ -14,7 +14,7 @@ from ml_collections.config_dict import placeholder
 
 from jax_supcon.losses import CONTRAST_MODES, DENOMINATORS, LOSS_TYPES, TRIPLET_MINING
 
-JOBS = ("pretrain", "linear_eval")
+JOBS = ("pretrain", "linear_eval", "embed")
 LOSSES = ("supcon", "simclr", "pair", "triplet")
 
 
@@ -50,6 +50,13 @@ def base_config() -> ml_collections.ConfigDict:
     config.log_every_steps = 50
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 2
+    config.eval_every_steps = 1000  # pretrain: kNN + retrieval validation (and at the end); 0: none
+    config.best_metric = "val/encoder/knn_top1"  # pretrain: checkpoint kept as "best"; "" for none
+    config.knn_k = 200
+    config.knn_temperature = 0.1
+    config.checkpoint = "latest"  # linear_eval / embed: "latest", "best" or a step of pretrained_workdir
+    config.embed_split = "test"  # embed: which split to write
+    config.plots = True  # embedding maps of the test split at the end of pretraining
     config.pretrained_workdir = placeholder(str)  # linear_eval: stage-1 workdir to restore
     config.linear_augment = True  # linear_eval: train the classifier on augmented views
     config.label_smoothing = 0.0  # linear_eval: cross-entropy label smoothing
@@ -139,8 +146,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"label_smoothing={config.label_smoothing} must be in [0, 1)")
     if config.loss.num_views < 1 or (config.loss.name == "simclr" and config.loss.num_views < 2):
         raise ValueError(f"loss.num_views={config.loss.num_views}; needs >= 2 for simclr, >= 1 for supcon")
-    for key in ("log_every_steps", "checkpoint_every_steps", "batch_size", "eval_batch_size", "keep_checkpoints"):
+    if config.knn_k < 1 or not config.knn_temperature > 0:
+        raise ValueError(f"knn_k={config.knn_k} must be >= 1 and knn_temperature={config.knn_temperature} > 0")
+    if config.checkpoint not in ("latest", "best") and not str(config.checkpoint).isdigit():
+        raise ValueError(f"checkpoint={config.checkpoint!r}; allowed: 'latest', 'best' or a step number")
+    if config.eval_every_steps < 0:
+        raise ValueError(f"eval_every_steps={config.eval_every_steps} must be >= 0 (0: no validation)")
+    keys = (
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "batch_size",
+        "eval_batch_size",
+        "keep_checkpoints",
+    )
+    for key in keys:
         if config[key] <= 0:
             raise ValueError(f"{key}={config[key]} must be > 0")
-    if config.job == "linear_eval" and not config.pretrained_workdir:
-        raise ValueError("linear_eval needs --config.pretrained_workdir=DIR (a stage-1 workdir)")
+    if config.job in ("linear_eval", "embed") and not config.pretrained_workdir:
+        raise ValueError(f"{config.job} needs --config.pretrained_workdir=DIR (a stage-1 workdir)")

@@ -26,6 +26,9 @@ def tiny(config):
     config.log_every_steps = 1
     config.checkpoint_every_steps = 2
     config.optimizer.warmup_steps = 0
+    config.eval_every_steps = 0  # validation and plots only in the tests about them
+    config.plots = False
+    config.knn_k = 20
     return config
 
 

@@ -124,6 +124,8 @@ def test_cli_runs_a_config_with_overrides_and_resumes_it(tmp_path):
         "--config.data.image_size=8",
         "--config.batch_size=16",
         "--config.optimizer.warmup_steps=0",
+        "--config.eval_every_steps=0",
+        "--config.plots=False",
     ]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr[-2000:]

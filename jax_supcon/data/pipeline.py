@@ -69,16 +69,20 @@ def eval_batches(
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[Batch]:
-    """One pass over `source`, padded with `mask == 0` rows to whole global batches."""
+    """One pass over `source`, padded with `mask == 0` rows to whole global batches; `index` is
+    each example's position in the source (-1 for padding), so results can be put back in order."""
     tf = _tf()
     batch = local_batch_size(global_batch, process_count)
     num_batches = math.ceil(source.num_examples / global_batch)
-    ds = _process_dataset(source, process_index, process_count)
+    ds = tf.data.Dataset.from_tensor_slices(
+        {"image": source.images, "label": source.labels, "index": np.arange(source.num_examples, dtype=np.int32)}
+    ).shard(process_count, process_index)
     ds = ds.map(lambda ex: {**ex, "mask": tf.constant(1, tf.int32)})
     padding = tf.data.Dataset.from_tensors(
         {
             "image": tf.zeros(source.images.shape[1:], tf.uint8),
             "label": tf.constant(0, tf.int32),
+            "index": tf.constant(-1, tf.int32),
             "mask": tf.constant(0, tf.int32),
         }
     ).repeat()

@@ -57,3 +57,8 @@ class ContrastiveModel(nn.Module):
 
     def __call__(self, x, train: bool = True):
         return l2_normalize(self.head(self.encoder(x, train=train)))
+
+    def embed(self, x):
+        """(encoder features, normalised projections) in inference mode: what evaluation uses."""
+        features = self.encoder(x, train=False)
+        return features, l2_normalize(self.head(features))

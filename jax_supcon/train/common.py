@@ -143,12 +143,20 @@ class MetricLogger:
 
     def last_record(self) -> dict[str, float]:
         """The last logged training metrics (of an earlier run in this workdir), without `step`."""
-        if not os.path.exists(self._jsonl):
-            return {}
-        with open(self._jsonl) as f:
-            records = [json.loads(line) for line in f if line.strip()]
-        training = [r for r in records if "loss" in r]
+        training = [r for r in self.records() if "loss" in r]
         return {k: v for k, v in training[-1].items() if k != "step"} if training else {}
+
+    def records(self) -> list[dict]:
+        """Every logged record of this workdir (earlier runs included)."""
+        return self.read_records(os.path.dirname(self._jsonl))
+
+    @staticmethod
+    def read_records(workdir: str) -> list[dict]:
+        path = os.path.join(workdir, METRICS_FILE)
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
 
     def close(self) -> None:
         if self._writer is not None:
@@ -166,9 +174,12 @@ def run_steps(
     total_steps: int,
     checkpointer: Checkpointer,
     logger: MetricLogger,
+    evaluate: Callable[[TrainState], dict[str, float]] | None = None,
 ) -> tuple[TrainState, dict[str, float]]:
-    """Run from `state.step` to `total_steps`: log every `log_every_steps`, checkpoint every
-    `checkpoint_every_steps` and at the end. The host waits for the devices on log steps only."""
+    """Run from `state.step` to `total_steps`: log every `log_every_steps`, run `evaluate` every
+    `eval_every_steps` and at the end, checkpoint every `checkpoint_every_steps` and at the end
+    (with that step's evaluation metrics, for the best-checkpoint policy). The host waits for the
+    devices on log and evaluation steps only."""
     start = int(jax.device_get(state.step))
     pending: list[dict] = []
     last = logger.last_record()
@@ -184,6 +195,25 @@ def run_steps(
             tick, tick_step = now, step
             logger.write(step, last)
             pending = []
+        evaluated = None
+        if evaluate is not None and (step % config.eval_every_steps == 0 or step == total_steps):
+            evaluated = evaluate(state)
+            logger.write(step, evaluated)
         if step % config.checkpoint_every_steps == 0 or step == total_steps:
-            checkpointer.save(step, state)
+            checkpointer.save(step, state, metrics=evaluated)
     return state, last
+
+
+def finish_run(workdir: str, config: ml_collections.ConfigDict, summary: dict, records: list[dict], plots: list[str]):
+    """Training curves, `summary.json` and `report.md`: the last thing every job does."""
+    from jax_supcon import report, visualize
+
+    if is_main_process():
+        curves = visualize.training_curves(
+            records, os.path.join(workdir, visualize.PLOTS_DIR, "curves.png"), title=f"{config.job}: {workdir}"
+        )
+        plots = ([curves] if curves else []) + plots
+        summary = summary | {"report": os.path.join(workdir, report.REPORT_FILE)}
+        report.write_report(workdir, config, summary, plots)
+    write_json(os.path.join(workdir, SUMMARY_FILE), summary)
+    return summary

@@ -20,16 +20,24 @@ from jax_supcon.data import augment, pipeline, sources
 from jax_supcon.train import common, pretrain
 
 
-def restore_encoder(pretrained_workdir: str, mesh: Mesh) -> tuple[models.ResNet, dict[str, Any]]:
-    """The stage-1 encoder module and its variables (`params`, `batch_stats`) from the latest
-    checkpoint of `pretrained_workdir`; the projection head and optimizer state are dropped."""
+def restore_pretrained(pretrained_workdir: str, mesh: Mesh, which: str = "latest"):
+    """The stage-1 config, model and state at checkpoint `which` (latest, best or a step)."""
     pre_config = common.load_config(pretrained_workdir)
     checkpointer = Checkpointer(pretrained_workdir, create=False)
     if checkpointer.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: run stage 1 there first")
-    _, _, _, init = pretrain.build(pre_config, total_steps=1, warmup_steps=0)
-    state = checkpointer.restore(common.abstract_state(init, mesh))
+    records = common.MetricLogger.read_records(pretrained_workdir)
+    step = checkpointer.select_step(which, records, pre_config.get("best_metric"))
+    model, _, _, init = pretrain.build(pre_config, total_steps=1, warmup_steps=0)
+    state = checkpointer.restore(common.abstract_state(init, mesh), step=step)
     checkpointer.close()
+    return pre_config, model, state, step
+
+
+def restore_encoder(pretrained_workdir: str, mesh: Mesh, which: str = "latest") -> tuple[models.ResNet, dict[str, Any]]:
+    """The stage-1 encoder module and its variables (`params`, `batch_stats`) from checkpoint
+    `which` of `pretrained_workdir`; the projection head and optimizer state are dropped."""
+    pre_config, _, state, _ = restore_pretrained(pretrained_workdir, mesh, which)
     variables = {"params": state.params["encoder"], "batch_stats": state.batch_stats["encoder"]}
     return models.create_encoder(pre_config.model), variables
 
@@ -94,7 +102,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     train_source = sources.load_source(config.data, "train")
     test_source = sources.load_source(config.data, "test")
     total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
-    encoder, frozen = restore_encoder(config.pretrained_workdir, mesh)
+    encoder, frozen = restore_encoder(config.pretrained_workdir, mesh, str(config.checkpoint))
     common.prepare_workdir(workdir, config)
 
     classifier = models.LinearClassifier(train_source.num_classes)
@@ -154,6 +162,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         "train_seconds": time.perf_counter() - start,
         "devices": mesh.size,
         "pretrained_workdir": os.path.abspath(config.pretrained_workdir),
+        "pretrained_checkpoint": str(config.checkpoint),
     }
-    common.write_json(os.path.join(workdir, common.SUMMARY_FILE), summary)
-    return summary
+    return common.finish_run(workdir, config, summary, logger.records(), [])

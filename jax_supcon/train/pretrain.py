@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 
 import jax
@@ -11,10 +12,11 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from jax_supcon import losses, models, optim, parallel
+from jax_supcon import losses, models, optim, parallel, visualize
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.config import resolve_steps, validate_config
 from jax_supcon.data import augment, pipeline, sources
+from jax_supcon.evaluate import embed, validation
 from jax_supcon.train import common
 
 
@@ -91,12 +93,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     validate_config(config)
     mesh = mesh or parallel.create_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
+    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     train_source = sources.load_source(config.data, "train")
+    test_source = sources.load_source(config.data, "test")
     total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
     common.prepare_workdir(workdir, config)
 
     model, tx, schedule, init = build(config, total_steps, warmup_steps)
-    checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
+    validating = config.eval_every_steps > 0
+    checkpointer = Checkpointer(
+        workdir, keep=config.keep_checkpoints, best_metric=config.best_metric if validating else None
+    )
     state = common.restore_or_init(init, mesh, checkpointer)
     shardings = common.state_shardings(state)
     train_step = jax.jit(
@@ -105,6 +112,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         out_shardings=(shardings, parallel.replicated(mesh)),
         donate_argnums=0,
     )
+
+    def embeddings(state, source):
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        return embed.compute_embeddings(
+            model, variables, source, mesh, batch_size=config.eval_batch_size, augment_config=config.augment
+        )
+
+    def evaluate(state):
+        return validation.embedding_metrics(
+            embeddings(state, train_source),
+            embeddings(state, test_source),
+            k=config.knn_k,
+            temperature=config.knn_temperature,
+            num_classes=train_source.num_classes,
+            seed=config.seed,
+        )
+
     batches = pipeline.train_batches(
         train_source,
         global_batch=config.batch_size,
@@ -126,16 +150,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             total_steps=total_steps,
             checkpointer=checkpointer,
             logger=logger,
+            evaluate=evaluate if validating else None,
         )
+        plots = []
+        if config.plots and common.is_main_process():
+            test = embeddings(state, test_source)
+            plots = visualize.embedding_maps(
+                test["encoder"],
+                test["labels"],
+                os.path.join(workdir, visualize.PLOTS_DIR),
+                name="test_encoder",
+                seed=config.seed,
+            )
     finally:
         checkpointer.close()
         logger.close()
+    records = logger.records()
+    validated = [r for r in records if config.best_metric and config.best_metric in r]
     summary = {
         "job": "pretrain",
         "steps": total_steps,
         "final_loss": last.get("loss"),
+        **{k: v for k, v in (validated[-1] if validated else {}).items() if k != "step"},
         "train_seconds": time.perf_counter() - start,
         "devices": mesh.size,
     }
-    common.write_json(f"{workdir}/{common.SUMMARY_FILE}", summary)
-    return summary
+    return common.finish_run(workdir, config, summary, records, plots)

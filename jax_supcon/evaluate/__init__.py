@@ -1,0 +1,1 @@
+"""Evaluation without training: kNN classification, retrieval and clustering metrics, embeddings."""

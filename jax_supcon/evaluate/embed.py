@@ -1,0 +1,46 @@
+"""Embeddings of a whole split (encoder features and projections), gathered on the host."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from jax_supcon import models, parallel
+from jax_supcon.data import augment, pipeline
+from jax_supcon.data.sources import Source
+
+
+def compute_embeddings(
+    model: models.ContrastiveModel,
+    variables: dict,
+    source: Source,
+    mesh: Mesh,
+    *,
+    batch_size: int,
+    augment_config: ml_collections.ConfigDict,
+) -> dict[str, np.ndarray]:
+    """`encoder` [N, F], `projection` [N, P], `labels` [N], `ids` [N], in source order.
+
+    Images get the deterministic evaluation preprocessing; BatchNorm runs in inference mode.
+    """
+
+    @jax.jit
+    def forward(variables, images):
+        return model.apply(variables, augment.preprocess_eval(images, augment_config), method=model.embed)
+
+    parts: dict[str, list[np.ndarray]] = {"encoder": [], "projection": [], "labels": [], "ids": [], "mask": []}
+    for batch in pipeline.eval_batches(
+        source, global_batch=batch_size, process_index=jax.process_index(), process_count=jax.process_count()
+    ):
+        batch = parallel.to_global(batch, mesh)
+        features, projections = forward(variables, batch["image"])
+        values = (features, projections, batch["label"], batch["index"], batch["mask"])
+        for key, value in zip(parts, values, strict=True):
+            parts[key].append(np.asarray(multihost_utils.process_allgather(value, tiled=True)))
+    merged = {key: np.concatenate(value) for key, value in parts.items()}
+    keep = merged.pop("mask") == 1
+    order = np.argsort(merged["ids"][keep], kind="stable")
+    return {key: value[keep][order] for key, value in merged.items()}

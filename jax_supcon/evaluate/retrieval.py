@@ -1,0 +1,117 @@
+"""Retrieval and clustering metrics of embeddings (cosine similarity), as metric learning reports them.
+
+- precision_at_1: the nearest reference item has the query's label.
+- r_precision: with R the number of reference items sharing the query's label, the fraction of
+  the R nearest that do.
+- mean_average_precision_at_r (MAP@R, Musgrave et al. 2020): (1/R) sum_{i<=R} P(i) rel(i).
+- nmi, ami: k-means on the query embeddings with as many clusters as distinct query labels
+  (scikit-learn), scored against the labels.
+
+With no reference the queries are their own reference, each query's self excluded. Ranking ties
+go to the lower reference index. Queries whose label no reference item has (R = 0) cannot
+retrieve anything: they are left out of the three retrieval means and counted in
+`queries_without_match`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+from jax_supcon.evaluate.knn import normalize
+
+
+@functools.partial(jax.jit, static_argnames=("max_r",))
+def _retrieval_block(
+    queries, query_labels, query_index, reference, reference_labels, relevant_counts, *, max_r, exclude_self
+):
+    similarity = queries @ reference.T
+    is_self = query_index[:, None] == jnp.arange(reference.shape[0])[None, :]
+    similarity = jnp.where(exclude_self & is_self, -jnp.inf, similarity)
+    _, order = jax.lax.top_k(similarity, max_r)  # ties: lower index first
+    relevant = (reference_labels[order] == query_labels[:, None]).astype(jnp.float32)
+    rank = jnp.arange(1, max_r + 1)
+    within_r = rank[None, :] <= relevant_counts[:, None]
+    precision_at_rank = jnp.cumsum(relevant, axis=1) / rank
+    r = jnp.maximum(relevant_counts, 1).astype(jnp.float32)
+    return (
+        relevant[:, 0],
+        jnp.sum(relevant * within_r, axis=1) / r,
+        jnp.sum(precision_at_rank * relevant * within_r, axis=1) / r,
+    )
+
+
+def cluster_scores(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
+    """NMI and AMI (arithmetic normalisation) of a clustering against the labels."""
+    return {
+        "nmi": float(normalized_mutual_info_score(labels, clusters)),
+        "ami": float(adjusted_mutual_info_score(labels, clusters)),
+    }
+
+
+def kmeans_clusters(embeddings: np.ndarray, num_clusters: int, seed: int = 0) -> np.ndarray:
+    points = np.asarray(normalize(embeddings))
+    return KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit_predict(points)
+
+
+def retrieval_metrics(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    reference: np.ndarray | None = None,
+    reference_labels: np.ndarray | None = None,
+    block_size: int = 1024,
+    seed: int = 0,
+) -> dict[str, float]:
+    """precision_at_1, r_precision, mean_average_precision_at_r, nmi, ami (see module doc)."""
+    labels = np.asarray(labels)
+    if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
+        raise ValueError(f"embeddings must be [N, D] and labels [N], got {embeddings.shape} and {labels.shape}")
+    if (reference is None) != (reference_labels is None):
+        raise ValueError("give both reference and reference_labels, or neither")
+    exclude_self = reference is None
+    if exclude_self:
+        reference, reference_labels = embeddings, labels
+    reference_labels = np.asarray(reference_labels)
+    classes, class_sizes = np.unique(reference_labels, return_counts=True)
+    size_of = dict(zip(classes.tolist(), class_sizes.tolist(), strict=True))
+    relevant_counts = np.array([size_of.get(label, 0) for label in labels.tolist()]) - int(exclude_self)
+    has_match = relevant_counts > 0
+    max_r = int(max(relevant_counts.max(initial=0), 1))
+
+    queries, gallery = normalize(embeddings), normalize(reference)
+    gallery_labels = jnp.asarray(reference_labels)
+    parts = []
+    for start in range(0, queries.shape[0], block_size):
+        stop = min(start + block_size, queries.shape[0])
+        parts.append(
+            _retrieval_block(
+                queries[start:stop],
+                jnp.asarray(labels[start:stop]),
+                jnp.arange(start, stop),
+                gallery,
+                gallery_labels,
+                jnp.asarray(relevant_counts[start:stop]),
+                max_r=max_r,
+                exclude_self=exclude_self,
+            )
+        )
+    p1, r_precision, map_r = (np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(3))
+    count = max(int(has_match.sum()), 1)
+    metrics = {
+        "precision_at_1": float(p1[has_match].sum() / count),
+        "r_precision": float(r_precision[has_match].sum() / count),
+        "mean_average_precision_at_r": float(map_r[has_match].sum() / count),
+        "queries_without_match": int((~has_match).sum()),
+    }
+    num_clusters = len(np.unique(labels))
+    if num_clusters > 1:
+        metrics |= cluster_scores(labels, kmeans_clusters(embeddings, num_clusters, seed))
+    else:
+        metrics |= {"nmi": 0.0, "ami": 0.0}
+    return metrics

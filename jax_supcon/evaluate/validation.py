@@ -1,0 +1,39 @@
+"""Validation without a classifier, for pretraining runs: kNN accuracy and retrieval/clustering
+metrics of the test split, on encoder features and on projection-head outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jax_supcon.evaluate.knn import knn_accuracy
+from jax_supcon.evaluate.retrieval import retrieval_metrics
+
+SPACES = {"encoder": "encoder", "head": "projection"}  # metric prefix -> embeddings key
+RETRIEVAL_KEYS = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "nmi", "ami")
+
+
+def embedding_metrics(
+    train: dict[str, np.ndarray],
+    test: dict[str, np.ndarray],
+    *,
+    k: int,
+    temperature: float,
+    num_classes: int,
+    seed: int = 0,
+) -> dict[str, float]:
+    """`val/{encoder,head}/knn_top1` (test queries, train reference) and the retrieval metrics of
+    the test split against itself, for both spaces."""
+    metrics = {}
+    for prefix, key in SPACES.items():
+        metrics[f"val/{prefix}/knn_top1"] = knn_accuracy(
+            test[key],
+            test["labels"],
+            train[key],
+            train["labels"],
+            k=k,
+            temperature=temperature,
+            num_classes=num_classes,
+        )
+        retrieval = retrieval_metrics(test[key], test["labels"], seed=seed)
+        metrics |= {f"val/{prefix}/{name}": retrieval[name] for name in RETRIEVAL_KEYS}
+    return metrics

@@ -1,0 +1,60 @@
+"""The `embed` job: embeddings of a split from a stage-1 checkpoint, to `.npz`, with maps and a report."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from jax_supcon import parallel, visualize
+from jax_supcon.config import validate_config
+from jax_supcon.data import sources
+from jax_supcon.evaluate import embed
+from jax_supcon.evaluate.retrieval import retrieval_metrics
+from jax_supcon.train import common
+from jax_supcon.train.linear_eval import restore_pretrained
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
+    """Write `embeddings_{split}.npz` (`encoder`, `projection`, `labels`, `ids`) into `workdir`."""
+    validate_config(config)
+    mesh = mesh or parallel.create_mesh()
+    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    if not os.path.isdir(config.pretrained_workdir):
+        raise FileNotFoundError(f"pretrained_workdir={config.pretrained_workdir!r} does not exist")
+    source = sources.load_source(config.data, config.embed_split)
+    pre_config, model, state, step = restore_pretrained(config.pretrained_workdir, mesh, str(config.checkpoint))
+    common.prepare_workdir(workdir, config)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    arrays = embed.compute_embeddings(
+        model, variables, source, mesh, batch_size=config.eval_batch_size, augment_config=pre_config.augment
+    )
+    path = os.path.join(workdir, f"embeddings_{config.embed_split}.npz")
+    plots = []
+    if common.is_main_process():
+        np.savez(f"{path}.tmp.npz", **arrays)
+        os.replace(f"{path}.tmp.npz", path)
+        if config.plots:
+            plots = visualize.embedding_maps(
+                arrays["encoder"],
+                arrays["labels"],
+                os.path.join(workdir, visualize.PLOTS_DIR),
+                name=f"{config.embed_split}_encoder",
+                seed=config.seed,
+            )
+    retrieval = retrieval_metrics(arrays["encoder"], arrays["labels"], seed=config.seed)
+    summary = {
+        "job": "embed",
+        "embeddings": path,
+        "split": config.embed_split,
+        "examples": int(arrays["labels"].shape[0]),
+        "encoder_dim": int(arrays["encoder"].shape[1]),
+        "projection_dim": int(arrays["projection"].shape[1]),
+        "pretrained_workdir": os.path.abspath(config.pretrained_workdir),
+        "pretrained_step": step,
+        "devices": mesh.size,
+        **{f"encoder/{name}": value for name, value in retrieval.items()},
+    }
+    return common.finish_run(workdir, config, summary, [], plots)

@@ -1,0 +1,133 @@
+"""PNG pictures of a run: 2-D embedding maps coloured by class, and training curves."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.manifold import TSNE  # noqa: E402
+
+PLOTS_DIR = "plots"
+
+
+def _point_size(count: int) -> float:
+    """Big dots for a few hundred points, fine ones for many thousands."""
+    return float(np.clip(3000.0 / max(count, 1), 1.0, 20.0))
+
+
+def _scatter(points: np.ndarray, labels: np.ndarray, title: str, path: str) -> str:
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
+    classes = np.unique(labels)
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "turbo")
+    for i, label in enumerate(classes):
+        chosen = labels == label
+        color = cmap(i % cmap.N) if len(classes) <= 20 else cmap(i / max(len(classes) - 1, 1))
+        ax.scatter(
+            points[chosen, 0],
+            points[chosen, 1],
+            s=_point_size(len(labels)),
+            color=color,
+            label=str(label),
+            alpha=0.8,
+            linewidths=0,
+        )
+    if len(classes) <= 20:
+        ax.legend(
+            title="class",
+            markerscale=max(1.0, 30 / _point_size(len(labels))) ** 0.5,
+            fontsize=8,
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            frameon=False,
+        )
+    ax.set_title(title)
+    ax.set_xlabel("component 1")
+    ax.set_ylabel("component 2")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def embedding_maps(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    directory: str,
+    *,
+    name: str = "test",
+    seed: int = 0,
+    max_points: int = 5000,
+) -> list[str]:
+    """PCA, t-SNE and (if umap-learn is installed) UMAP maps of `embeddings`; returns the paths."""
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    if len(labels) > max_points:
+        keep = np.sort(rng.choice(len(labels), max_points, replace=False))
+        embeddings, labels = embeddings[keep], labels[keep]
+    embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    count = f"{len(labels):,} points"
+    pca = PCA(n_components=2, random_state=seed)
+    points = pca.fit_transform(embeddings)
+    explained = 100 * pca.explained_variance_ratio_
+    paths = [
+        _scatter(
+            points,
+            labels,
+            f"PCA of {name} embeddings ({count}; PC1 {explained[0]:.1f}%, PC2 {explained[1]:.1f}% of variance)",
+            os.path.join(directory, f"{name}_pca.png"),
+        )
+    ]
+    perplexity = float(min(30.0, max(5.0, (len(labels) - 1) / 3)))
+    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(embeddings)
+    paths.append(
+        _scatter(points, labels, f"t-SNE of {name} embeddings ({count})", os.path.join(directory, f"{name}_tsne.png"))
+    )
+    try:
+        import umap  # optional dependency
+    except ImportError:
+        return paths
+    points = umap.UMAP(random_state=seed).fit_transform(embeddings)
+    paths.append(
+        _scatter(points, labels, f"UMAP of {name} embeddings ({count})", os.path.join(directory, f"{name}_umap.png"))
+    )
+    return paths
+
+
+def training_curves(records: Sequence[dict], path: str, *, title: str = "") -> str | None:
+    """Logged scalars against the step: one panel per scalar (loss, learning rate, ...) and one
+    per metric family (`val/encoder/*`, `val/head/*`), whose members share the panel."""
+    keys = [k for k in dict.fromkeys(k for r in records for k in r) if k not in ("step", "steps_per_s")]
+    panels: dict[str, list[str]] = {}
+    for key in keys:
+        panels.setdefault(key.rsplit("/", 1)[0] if "/" in key else key, []).append(key)
+    if not panels:
+        return None
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows), dpi=110, squeeze=False)
+    for ax, (panel, members) in zip(axes.flat, panels.items(), strict=False):
+        for key in members:
+            points = [(r["step"], r[key]) for r in records if key in r]
+            steps, values = zip(*points, strict=True)
+            label = key.rsplit("/", 1)[-1] if len(members) > 1 else None
+            ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=label)
+        if len(members) > 1:
+            ax.legend(fontsize=7)
+        ax.set_title(panel)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.95) if title else None)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

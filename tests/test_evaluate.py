@@ -1,0 +1,233 @@
+"""kNN, retrieval and clustering metrics against brute-force NumPy references; pictures; report;
+validation during pretraining and the embed job."""
+
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+from conftest import read_metrics
+from PIL import Image
+
+from jax_supcon import parallel, report, visualize
+from jax_supcon.evaluate import knn, retrieval
+from jax_supcon.train import embed, linear_eval, pretrain
+
+# ----------------------------------------------------------------------------- references
+
+
+def cosine(a, b):
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return a @ b.T
+
+
+def ranking(similarities, exclude):
+    """Reference indices by decreasing similarity, ties to the lower index, `exclude` left out."""
+    order = sorted(range(len(similarities)), key=lambda j: (-similarities[j], j))
+    return [j for j in order if j != exclude]
+
+
+def reference_retrieval(queries, labels, gallery=None, gallery_labels=None):
+    self_retrieval = gallery is None
+    if self_retrieval:
+        gallery, gallery_labels = queries, labels
+    sims = cosine(queries, gallery)
+    p1, rp, mapr = [], [], []
+    for i, label in enumerate(labels):
+        ranked = ranking(sims[i], i if self_retrieval else None)
+        relevant = [gallery_labels[j] == label for j in ranked]
+        r = sum(relevant)
+        if r == 0:
+            continue
+        p1.append(float(relevant[0]))
+        rp.append(sum(relevant[:r]) / r)
+        mapr.append(sum(sum(relevant[: k + 1]) / (k + 1) for k in range(r) if relevant[k]) / r)
+    return {"precision_at_1": np.mean(p1), "r_precision": np.mean(rp), "mean_average_precision_at_r": np.mean(mapr)}
+
+
+def reference_knn(queries, gallery, gallery_labels, k, temperature, num_classes):
+    sims = cosine(queries, gallery)
+    predictions = []
+    for row in sims:
+        votes = np.zeros(num_classes)
+        for j in ranking(row, None)[:k]:
+            votes[gallery_labels[j]] += math.exp(row[j] / temperature)
+        predictions.append(int(np.argmax(votes)))
+    return np.array(predictions)
+
+
+def entropy(counts):
+    p = counts[counts > 0] / counts.sum()
+    return -(p * np.log(p)).sum()
+
+
+def reference_nmi_ami(labels, clusters):
+    """NMI (arithmetic mean normalisation) and AMI (Vinh et al. 2010, exact hypergeometric EMI)."""
+    classes, label_ids = np.unique(labels, return_inverse=True)
+    groups, cluster_ids = np.unique(clusters, return_inverse=True)
+    n = len(labels)
+    table = np.zeros((len(classes), len(groups)))
+    for a, b in zip(label_ids, cluster_ids, strict=True):
+        table[a, b] += 1
+    a, b = table.sum(1), table.sum(0)
+    mi = sum(
+        table[i, j] / n * math.log(n * table[i, j] / (a[i] * b[j]))
+        for i in range(len(a))
+        for j in range(len(b))
+        if table[i, j] > 0
+    )
+    h_u, h_v = entropy(a), entropy(b)
+    emi = 0.0
+    for ai in a:
+        for bj in b:
+            for nij in range(max(1, int(ai + bj - n)), int(min(ai, bj)) + 1):
+                log_p = (
+                    math.lgamma(ai + 1)
+                    + math.lgamma(bj + 1)
+                    + math.lgamma(n - ai + 1)
+                    + math.lgamma(n - bj + 1)
+                    - math.lgamma(n + 1)
+                    - math.lgamma(nij + 1)
+                    - math.lgamma(ai - nij + 1)
+                    - math.lgamma(bj - nij + 1)
+                    - math.lgamma(n - ai - bj + nij + 1)
+                )
+                emi += nij / n * math.log(n * nij / (ai * bj)) * math.exp(log_p)
+    mean_h = (h_u + h_v) / 2
+    return {"nmi": mi / mean_h, "ami": (mi - emi) / (mean_h - emi)}
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_retrieval_matches_brute_force_with_ties_and_a_singleton_class():
+    rng = np.random.default_rng(0)
+    # Points on a coarse grid of directions: many exact cosine ties.
+    embeddings = rng.integers(-1, 2, size=(40, 3)).astype(np.float32)
+    embeddings[embeddings.sum(1) == 0] += 1.0
+    labels = rng.integers(0, 4, 40)
+    labels[7] = 9  # a class with a single member: no match once self is excluded
+    got = retrieval.retrieval_metrics(embeddings, labels)
+    expected = reference_retrieval(embeddings, labels)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
+    assert got["queries_without_match"] == 1
+
+
+def test_retrieval_against_a_separate_reference_with_absent_labels():
+    rng = np.random.default_rng(1)
+    gallery, gallery_labels = rng.normal(size=(50, 8)), rng.integers(0, 5, 50)
+    queries, labels = rng.normal(size=(20, 8)), rng.integers(0, 7, 20)  # labels 5 and 6 absent from the gallery
+    got = retrieval.retrieval_metrics(queries, labels, reference=gallery, reference_labels=gallery_labels)
+    expected = reference_retrieval(queries, labels, gallery, gallery_labels)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
+    assert got["queries_without_match"] == int(np.isin(labels, [5, 6]).sum()) > 0
+
+
+def test_perfectly_separated_embeddings_score_one_everywhere():
+    labels = np.repeat(np.arange(4), 10)
+    embeddings = np.eye(4)[labels] + 0.01 * np.random.default_rng(2).normal(size=(40, 4))
+    got = retrieval.retrieval_metrics(embeddings, labels)
+    for key in ("precision_at_1", "r_precision", "mean_average_precision_at_r", "nmi", "ami"):
+        assert got[key] == pytest.approx(1.0), key
+
+
+def test_cluster_scores_match_the_contingency_table_formulas():
+    rng = np.random.default_rng(3)
+    labels, clusters = rng.integers(0, 4, 60), rng.integers(0, 5, 60)
+    clusters[:20] = labels[:20]  # partly informative
+    got = retrieval.cluster_scores(labels, clusters)
+    expected = reference_nmi_ami(labels, clusters)
+    assert got["nmi"] == pytest.approx(expected["nmi"], rel=1e-9)
+    assert got["ami"] == pytest.approx(expected["ami"], rel=1e-9)
+
+
+@pytest.mark.parametrize("k, temperature", [(1, 0.1), (5, 0.07), (200, 0.1)])
+def test_knn_matches_brute_force(k, temperature):
+    rng = np.random.default_rng(4)
+    gallery, gallery_labels = rng.normal(size=(60, 6)), rng.integers(0, 5, 60)
+    queries = rng.normal(size=(25, 6))
+    got = knn.knn_predict(queries, gallery, gallery_labels, k=k, temperature=temperature, num_classes=5, block_size=7)
+    np.testing.assert_array_equal(got, reference_knn(queries, gallery, gallery_labels, min(k, 60), temperature, 5))
+
+
+def test_knn_on_separable_and_on_random_data():
+    rng = np.random.default_rng(5)
+    centers = rng.normal(size=(10, 16)) * 5
+    train_labels, test_labels = rng.integers(0, 10, 500), rng.integers(0, 10, 200)
+    train = centers[train_labels] + rng.normal(size=(500, 16))
+    test = centers[test_labels] + rng.normal(size=(200, 16))
+    assert knn.knn_accuracy(test, test_labels, train, train_labels, k=20) == 1.0
+    random_accuracy = knn.knn_accuracy(
+        rng.normal(size=(400, 16)), rng.integers(0, 10, 400), rng.normal(size=(500, 16)), rng.integers(0, 10, 500), k=20
+    )
+    assert random_accuracy < 0.2  # chance is 0.1
+
+
+def test_knn_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="knn temperature=0"):
+        knn.knn_predict(np.ones((2, 2)), np.ones((2, 2)), np.zeros(2, int), temperature=0)
+
+
+# ----------------------------------------------------------------------------- pictures and report
+
+
+def assert_png(path):
+    assert os.path.getsize(path) > 5000
+    with Image.open(path) as image:
+        assert image.size[0] > 400 and image.size[1] > 300
+
+
+def test_embedding_maps_and_curves_are_written(tmp_path):
+    rng = np.random.default_rng(6)
+    labels = np.repeat(np.arange(3), 30)
+    paths = visualize.embedding_maps(np.eye(3)[labels] + 0.1 * rng.normal(size=(90, 3)), labels, str(tmp_path))
+    assert [os.path.basename(p) for p in paths[:2]] == ["test_pca.png", "test_tsne.png"]
+    curves = visualize.training_curves(
+        [{"step": s, "loss": 1 / s, "val/encoder/knn_top1": s / 10} for s in range(1, 5)], str(tmp_path / "c.png")
+    )
+    for path in paths + [curves]:
+        assert_png(path)
+
+
+def test_pretraining_validates_keeps_the_best_checkpoint_and_reports(pretrain_config, tmp_path):
+    pretrain_config.update(
+        dict(total_steps=4, eval_every_steps=2, checkpoint_every_steps=2, keep_checkpoints=1, plots=True)
+    )
+    mesh = parallel.create_mesh(jax.devices()[:2])
+    workdir = str(tmp_path / "pre")
+    summary = pretrain.train_and_evaluate(pretrain_config, workdir, mesh=mesh)
+    validated = [r for r in read_metrics(workdir) if "val/encoder/knn_top1" in r]
+    assert [r["step"] for r in validated] == [2, 4]
+    assert {"val/head/knn_top1", "val/encoder/mean_average_precision_at_r", "val/head/ami"} <= set(validated[0])
+    assert summary["val/encoder/knn_top1"] == validated[-1]["val/encoder/knn_top1"]
+    best = max(validated, key=lambda r: (r["val/encoder/knn_top1"], r["step"]))["step"]
+    assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))) == sorted({best, 4})
+    for name in ("curves.png", "test_encoder_pca.png", "test_encoder_tsne.png"):
+        assert_png(os.path.join(workdir, "plots", name))
+    with open(os.path.join(workdir, report.REPORT_FILE)) as f:
+        text = f.read()
+    assert "val/encoder/knn_top1" in text and "![test_encoder_tsne](plots/test_encoder_tsne.png)" in text
+
+    from configs import digits_embed
+
+    with open(os.path.join(workdir, "config.json")) as f:
+        embed_config = json.load(f)
+    config = digits_embed.get_config()
+    config.data.image_size = embed_config["data"]["image_size"]
+    config.pretrained_workdir = workdir
+    config.eval_batch_size = 64
+    config.plots = False
+    out = embed.train_and_evaluate(config, str(tmp_path / "embed"), mesh=mesh)
+    assert out["pretrained_step"] == best and out["examples"] == 360
+    arrays = np.load(out["embeddings"])
+    assert arrays["encoder"].shape == (360, 16) and arrays["projection"].shape == (360, 8)
+    np.testing.assert_array_equal(arrays["ids"], np.arange(360))
+    np.testing.assert_allclose(np.linalg.norm(arrays["projection"], axis=1), 1.0, rtol=1e-5)
+
+    with pytest.raises(ValueError, match=r"checkpoint='3'; allowed: 'latest', 'best' or one of the saved steps"):
+        linear_eval.restore_encoder(workdir, mesh, "3")
