@@ -19,6 +19,8 @@ from jax.sharding import Mesh
 
 from jax_supcon import parallel
 from jax_supcon.checkpoint import Checkpointer
+from jax_supcon.data import pipeline
+from jax_supcon.data.sources import Source
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -162,6 +164,21 @@ class MetricLogger:
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()
+
+
+def training_batches(
+    source: Source, config: ml_collections.ConfigDict, state: TrainState
+) -> Iterator[dict[str, np.ndarray]]:
+    """This process's share of the training stream, resumed at the state's step."""
+    return pipeline.train_batches(
+        source,
+        global_batch=config.batch_size,
+        seed=config.seed,
+        start_step=int(jax.device_get(state.step)),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        shuffle_buffer=config.data.shuffle_buffer,
+    )
 
 
 def run_steps(

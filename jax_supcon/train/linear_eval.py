@@ -124,15 +124,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         out_shardings=(shardings, replicated),
         donate_argnums=0,
     )
-    batches = pipeline.train_batches(
-        train_source,
-        global_batch=config.batch_size,
-        seed=config.seed,
-        start_step=int(jax.device_get(state.step)),
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        shuffle_buffer=config.data.shuffle_buffer,
-    )
+    batches = common.training_batches(train_source, config, state)
     logger = common.MetricLogger(workdir, "linear_eval")
     start = time.perf_counter()
     try:

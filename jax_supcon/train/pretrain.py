@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from jax_supcon import losses, models, optim, parallel, visualize
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.config import resolve_steps, validate_config
-from jax_supcon.data import augment, pipeline, sources
+from jax_supcon.data import augment, sources
 from jax_supcon.evaluate import embed, validation
 from jax_supcon.train import common
 
@@ -129,15 +129,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             seed=config.seed,
         )
 
-    batches = pipeline.train_batches(
-        train_source,
-        global_batch=config.batch_size,
-        seed=config.seed,
-        start_step=int(jax.device_get(state.step)),
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        shuffle_buffer=config.data.shuffle_buffer,
-    )
+    batches = common.training_batches(train_source, config, state)
     logger = common.MetricLogger(workdir, "pretrain")
     start = time.perf_counter()
     try:
