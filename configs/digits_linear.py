@@ -14,7 +14,9 @@ def get_config():
     config.checkpoint_every_steps = 150
     config.augment.flip_prob = 0.0
     config.augment.crop_scale = (0.5, 1.0)
-    config.linear_augment = True
+    config.linear_augment = True  # crop + flip only, as the SupCon reference's linear stage
+    config.augment.jitter_prob = 0.0
+    config.augment.grayscale_prob = 0.0
     config.optimizer.learning_rate = 1.0
     config.optimizer.weight_decay = 0.0
     config.optimizer.warmup_steps = 0

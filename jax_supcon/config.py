@@ -12,7 +12,12 @@ import math
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from jax_supcon.evaluate.validation import VALIDATION_METRICS
 from jax_supcon.losses import CONTRAST_MODES, DENOMINATORS, LOSS_TYPES, TRIPLET_MINING
+from jax_supcon.models import DTYPES
+from jax_supcon.models.heads import HEADS
+from jax_supcon.models.resnet import ARCHITECTURES, STEMS
+from jax_supcon.optim import OPTIMIZERS, SCHEDULES
 
 JOBS = ("pretrain", "linear_eval", "embed")
 LOSSES = ("supcon", "simclr", "pair", "triplet")
@@ -146,6 +151,25 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"label_smoothing={config.label_smoothing} must be in [0, 1)")
     if config.loss.num_views < 1 or (config.loss.name == "simclr" and config.loss.num_views < 2):
         raise ValueError(f"loss.num_views={config.loss.num_views}; needs >= 2 for simclr, >= 1 for supcon")
+    model = config.model
+    for key, allowed in (
+        ("name", tuple(sorted(ARCHITECTURES))),
+        ("stem", STEMS),
+        ("head", HEADS),
+        ("dtype", tuple(DTYPES)),
+    ):
+        if model[key] not in allowed:
+            raise ValueError(f"model.{key}={model[key]!r}; allowed: {allowed}")
+    if not model.width > 0 or model.proj_dim < 1:
+        raise ValueError(f"model.width={model.width} must be > 0 and model.proj_dim={model.proj_dim} >= 1")
+    for key, allowed in (("name", OPTIMIZERS), ("schedule", SCHEDULES)):
+        if config.optimizer[key] not in allowed:
+            raise ValueError(f"optimizer.{key}={config.optimizer[key]!r}; allowed: {allowed}")
+    if not config.optimizer.learning_rate > 0:
+        raise ValueError(f"optimizer.learning_rate={config.optimizer.learning_rate} must be > 0")
+    validating = config.job == "pretrain" and config.eval_every_steps > 0 and config.best_metric
+    if validating and config.best_metric not in VALIDATION_METRICS:
+        raise ValueError(f"best_metric={config.best_metric!r}; allowed: '' or one of {VALIDATION_METRICS}")
     if config.knn_k < 1 or not config.knn_temperature > 0:
         raise ValueError(f"knn_k={config.knn_k} must be >= 1 and knn_temperature={config.knn_temperature} > 0")
     if config.checkpoint not in ("latest", "best") and not str(config.checkpoint).isdigit():

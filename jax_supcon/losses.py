@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
@@ -64,8 +66,18 @@ def _check_common(
         raise ValueError(f"chunk_size={chunk_size!r} must be a positive int or None")
 
 
-def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, (int, float)) and not value > 0:
+def _static_value(value) -> float | None:
+    """A Python float for a concrete scalar (Python, numpy or a concrete jax array); None when traced."""
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (np.ndarray, jax.Array)) and value.shape == () and not isinstance(value, jax.core.Tracer):
+        return float(value)
+    return None
+
+
+def _check_positive(name: str, value) -> None:
+    static = _static_value(value)
+    if static is not None and not static > 0:
         raise ValueError(f"{name}={value} must be > 0")
 
 
@@ -308,7 +320,10 @@ def supcon_loss(
     _check_choice("loss_type", loss_type, LOSS_TYPES)
     _check_choice("denominator", denominator, DENOMINATORS)
     one_block = chunk_size is None or chunk_size >= features.shape[0] * features.shape[1]
-    if (axis_name, mask, contrast_mode, loss_type, denominator) == (None, None, "all", "out", "all") and one_block:
+    default_options = (axis_name, mask, contrast_mode, loss_type, denominator) == (None, None, "all", "out", "all")
+    # The hand-written VJP takes the temperature as a constant; a traced one takes the general path.
+    if default_options and one_block and _static_value(temperature) is not None:
+        temperature = _static_value(temperature)
         batch, views, dim = features.shape
         contrast = jnp.transpose(features.astype(jnp.promote_types(features.dtype, jnp.float32)), (1, 0, 2))
         ids = jnp.arange(batch) if labels is None else labels

@@ -231,3 +231,12 @@ def test_pretraining_validates_keeps_the_best_checkpoint_and_reports(pretrain_co
 
     with pytest.raises(ValueError, match=r"checkpoint='3'; allowed: 'latest', 'best' or one of the saved steps"):
         linear_eval.restore_encoder(workdir, mesh, "3")
+
+
+def test_metric_inputs_are_checked():
+    with pytest.raises(ValueError, match=r"reference must be \[M, 3\] and reference_labels \[M\]"):
+        retrieval.retrieval_metrics(
+            np.ones((4, 3)), np.zeros(4), reference=np.ones((5, 2)), reference_labels=np.zeros(5)
+        )
+    with pytest.raises(ValueError, match="knn needs at least one reference item besides the query"):
+        knn.knn_predict(np.ones((1, 2)), np.ones((1, 2)), np.zeros(1, int), exclude_self=True)

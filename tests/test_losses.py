@@ -410,3 +410,21 @@ def test_sharded_batch_must_divide_by_the_devices():
     mesh = parallel.create_mesh()
     with pytest.raises(ValueError, match="batch=12 must divide by the 8 devices"):
         losses.sharded(losses.supcon_loss, mesh)(jnp.zeros((12, 2, 8)))
+
+
+def test_numpy_and_jax_scalar_temperatures_are_checked_and_a_traced_one_works():
+    features = jnp.asarray(random_features(11, 6, 2, 4), jnp.float32)
+    labels = jnp.asarray(LABELS)
+    for bad in (np.float32(-0.1), jnp.float32(0.0)):
+        with pytest.raises(ValueError, match="temperature=.* must be > 0"):
+            losses.supcon_loss(features, labels, temperature=bad)
+    traced = jax.jit(lambda t: losses.supcon_loss(features, labels, temperature=t))(0.3)
+    np.testing.assert_allclose(
+        float(traced), reference_supcon(np.asarray(features), LABELS, temperature=0.3), rtol=1e-5
+    )
+    grad = jax.grad(lambda t: losses.supcon_loss(features, labels, temperature=t))(0.3)
+    expected = (
+        reference_supcon(np.asarray(features), LABELS, temperature=0.3 + 1e-5)
+        - reference_supcon(np.asarray(features), LABELS, temperature=0.3 - 1e-5)
+    ) / 2e-5
+    np.testing.assert_allclose(float(grad), expected, rtol=1e-3)

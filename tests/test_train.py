@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -163,3 +165,66 @@ def test_batch_larger_than_the_data_fails_before_anything_is_written(pretrain_co
     with pytest.raises(ValueError, match=r"batch_size=2048 is larger than the training split \(1437 examples\)"):
         pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "run"), mesh=mesh)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_killed_between_log_and_checkpoint_logs_each_step_once(pretrain_config, tmp_path, mesh):
+    pretrain_config.optimizer.schedule = "constant"
+    workdir = tmp_path / "run"
+    pretrain.train_and_evaluate(pretrain_config, str(workdir), mesh=mesh)  # checkpoints at 2 and 3
+    straight = read_metrics(workdir)
+    shutil.rmtree(workdir / "checkpoints" / "3")  # as if killed after logging step 3, before saving it
+    pretrain.train_and_evaluate(pretrain_config, str(workdir), mesh=mesh)
+    resumed = read_metrics(workdir)
+    assert [m["step"] for m in resumed] == [1, 2, 3]
+    np.testing.assert_allclose([m["loss"] for m in resumed], [m["loss"] for m in straight], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model.head", "mlpp", "model.head='mlpp'; allowed: ('mlp', 'linear')"),
+        ("model.name", "resnet19", "model.name='resnet19'; allowed: ("),
+        ("optimizer.name", "adam", "optimizer.name='adam'; allowed: ('sgd', 'lars', 'adamw')"),
+        ("best_metric", "val/encoder/knn", "best_metric='val/encoder/knn'; allowed: '' or one of ("),
+        ("eval_every_steps", -1, "eval_every_steps=-1 must be >= 0"),
+    ],
+)
+def test_a_typo_fails_before_the_workdir_is_touched(pretrain_config, tmp_path, mesh, key, value, message):
+    section, _, name = key.rpartition(".")
+    target = pretrain_config[section] if section else pretrain_config
+    target[name] = value
+    if key == "best_metric":
+        pretrain_config.eval_every_steps = 2
+    with pytest.raises(ValueError, match=re.escape(message)):
+        pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "run"), mesh=mesh)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resuming_with_other_settings_is_refused_but_longer_training_is_allowed(pretrain_config, tmp_path, mesh):
+    workdir = str(tmp_path / "run")
+    pretrain.train_and_evaluate(pretrain_config, workdir, mesh=mesh)
+    with open(os.path.join(workdir, "config.json")) as f:
+        before = f.read()
+    pretrain_config.loss.temperature = 0.2
+    with pytest.raises(ValueError, match="holds a run with a different loss"):
+        pretrain.train_and_evaluate(pretrain_config, workdir, mesh=mesh)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert f.read() == before  # the refused start changed nothing
+    pretrain_config.loss.temperature = 0.1
+    pretrain_config.total_steps = 4
+    assert pretrain.train_and_evaluate(pretrain_config, workdir, mesh=mesh)["steps"] == 4
+
+
+def test_stage_two_takes_the_pretrained_model_and_refuses_another_image_size(pretrained, linear_config, tmp_path, mesh):
+    linear_config.pretrained_workdir = pretrained
+    linear_config.model.width = 1.0  # the recipe's own model block must not matter
+    summary = linear_eval.train_and_evaluate(linear_config, str(tmp_path / "linear"), mesh=mesh)
+    assert summary["pretrained_step"] == 3
+    with open(tmp_path / "linear" / "config.json") as f:
+        assert json.load(f)["model"]["width"] == 0.125
+    with open(tmp_path / "linear" / "report.md") as f:
+        assert "resnet_tiny (width 0.125" in f.read()
+    linear_config.data.image_size = 16
+    with pytest.raises(ValueError, match=r"data.image_size=16 differs from the pretrained run's 8"):
+        linear_eval.train_and_evaluate(linear_config, str(tmp_path / "other"), mesh=mesh)
+    assert not (tmp_path / "other").exists()

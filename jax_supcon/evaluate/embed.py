@@ -13,24 +13,22 @@ from jax_supcon.data import augment, pipeline
 from jax_supcon.data.sources import Source
 
 
-def compute_embeddings(
-    model: models.ContrastiveModel,
-    variables: dict,
-    source: Source,
-    mesh: Mesh,
-    *,
-    batch_size: int,
-    augment_config: ml_collections.ConfigDict,
-) -> dict[str, np.ndarray]:
-    """`encoder` [N, F], `projection` [N, P], `labels` [N], `ids` [N], in source order.
-
-    Images get the deterministic evaluation preprocessing; BatchNorm runs in inference mode.
-    """
+def embedding_forward(model: models.ContrastiveModel, augment_config: ml_collections.ConfigDict):
+    """The jitted (variables, uint8 images) -> (features, projections) map; build it once per run
+    so repeated evaluations reuse one compiled program."""
 
     @jax.jit
     def forward(variables, images):
         return model.apply(variables, augment.preprocess_eval(images, augment_config), method=model.embed)
 
+    return forward
+
+
+def compute_embeddings(
+    forward, variables: dict, source: Source, mesh: Mesh, *, batch_size: int
+) -> dict[str, np.ndarray]:
+    """`encoder` [N, F], `projection` [N, P], `labels` [N], `ids` [N] (position in the split), in
+    split order, from `forward = embedding_forward(...)`. A collective: every process calls it."""
     parts: dict[str, list[np.ndarray]] = {"encoder": [], "projection": [], "labels": [], "ids": [], "mask": []}
     for batch in pipeline.eval_batches(
         source, global_batch=batch_size, process_index=jax.process_index(), process_count=jax.process_count()

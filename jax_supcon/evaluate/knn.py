@@ -47,6 +47,8 @@ def knn_predict(
     if k < 1:
         raise ValueError(f"knn k={k} must be >= 1")
     reference_labels = np.asarray(reference_labels)
+    if reference.shape[0] - int(exclude_self) < 1:
+        raise ValueError(f"knn needs at least one reference item besides the query; got {reference.shape[0]}")
     num_classes = int(reference_labels.max()) + 1 if num_classes is None else num_classes
     k = min(k, reference.shape[0] - int(exclude_self))
     queries, reference = normalize(queries), normalize(reference)

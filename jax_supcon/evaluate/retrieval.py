@@ -69,11 +69,22 @@ def retrieval_metrics(
     seed: int = 0,
 ) -> dict[str, float]:
     """precision_at_1, r_precision, mean_average_precision_at_r, nmi, ami (see module doc)."""
-    labels = np.asarray(labels)
+    embeddings, labels = np.asarray(embeddings), np.asarray(labels)
     if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
         raise ValueError(f"embeddings must be [N, D] and labels [N], got {embeddings.shape} and {labels.shape}")
     if (reference is None) != (reference_labels is None):
         raise ValueError("give both reference and reference_labels, or neither")
+    if reference is not None:
+        reference, reference_labels = np.asarray(reference), np.asarray(reference_labels)
+        if (
+            reference.ndim != 2
+            or reference.shape[1] != embeddings.shape[1]
+            or reference_labels.shape != reference.shape[:1]
+        ):
+            raise ValueError(
+                f"reference must be [M, {embeddings.shape[1]}] and reference_labels [M], got {reference.shape} "
+                f"and {reference_labels.shape}"
+            )
     exclude_self = reference is None
     if exclude_self:
         reference, reference_labels = embeddings, labels

@@ -10,6 +10,7 @@ from jax_supcon.evaluate.retrieval import retrieval_metrics
 
 SPACES = {"encoder": "encoder", "head": "projection"}  # metric prefix -> embeddings key
 RETRIEVAL_KEYS = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "nmi", "ami")
+VALIDATION_METRICS = tuple(f"val/{space}/{name}" for space in SPACES for name in ("knn_top1", *RETRIEVAL_KEYS))
 
 
 def embedding_metrics(

@@ -107,13 +107,32 @@ def _as_json(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
+# What a resumed run must share with the run in its workdir. Durations, logging, evaluation and
+# plotting settings may change between restarts (for example to train longer).
+RESUME_FIXED_KEYS = (
+    "job",
+    "model",
+    "seed",
+    "batch_size",
+    "data",
+    "loss",
+    "augment",
+    "optimizer",
+    "pretrained_workdir",
+    "checkpoint",
+    "linear_augment",
+    "label_smoothing",
+    "embed_split",
+)
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Create the workdir and record the config; refuse to resume a different job or model into it."""
+    """Create the workdir and record the config; refuse to resume a run with other settings into it."""
     path = os.path.join(workdir, CONFIG_FILE)
     current = _as_json(config)
     if os.path.exists(path):
         saved = _as_json(load_config(workdir))
-        for key in ("job", "model"):
+        for key in RESUME_FIXED_KEYS:
             if saved.get(key) != current.get(key):
                 raise ValueError(
                     f"workdir {workdir!r} holds a run with a different {key} ({json.dumps(saved.get(key))} vs "
@@ -147,6 +166,17 @@ class MetricLogger:
         """The last logged training metrics (of an earlier run in this workdir), without `step`."""
         training = [r for r in self.records() if "loss" in r]
         return {k: v for k, v in training[-1].items() if k != "step"} if training else {}
+
+    def drop_after(self, step: int) -> None:
+        """Forget records logged after `step`: a run killed between a log and its checkpoint
+        resumes at `step` and logs those steps again."""
+        records = self.records()
+        if not self._main or all(r["step"] <= step for r in records):
+            return
+        tmp = f"{self._jsonl}.tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records if r["step"] <= step)
+        os.replace(tmp, self._jsonl)
 
     def records(self) -> list[dict]:
         """Every logged record of this workdir (earlier runs included)."""
@@ -198,6 +228,7 @@ def run_steps(
     (with that step's evaluation metrics, for the best-checkpoint policy). The host waits for the
     devices on log and evaluation steps only."""
     start = int(jax.device_get(state.step))
+    logger.drop_after(start)
     pending: list[dict] = []
     last = logger.last_record()
     tick, tick_step = time.perf_counter(), start

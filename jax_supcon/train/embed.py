@@ -14,11 +14,12 @@ from jax_supcon.data import sources
 from jax_supcon.evaluate import embed
 from jax_supcon.evaluate.retrieval import retrieval_metrics
 from jax_supcon.train import common
-from jax_supcon.train.linear_eval import restore_pretrained
+from jax_supcon.train.linear_eval import inherit_pretrained, restore_pretrained
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
-    """Write `embeddings_{split}.npz` (`encoder`, `projection`, `labels`, `ids`) into `workdir`."""
+    """Write `embeddings_{split}.npz` (`encoder`, `projection`, `labels`, `ids`: position in the
+    split) into `workdir`, from checkpoint `config.checkpoint` of `config.pretrained_workdir`."""
     validate_config(config)
     mesh = mesh or parallel.create_mesh()
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
@@ -26,11 +27,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         raise FileNotFoundError(f"pretrained_workdir={config.pretrained_workdir!r} does not exist")
     source = sources.load_source(config.data, config.embed_split)
     pre_config, model, state, step = restore_pretrained(config.pretrained_workdir, mesh, str(config.checkpoint))
+    config = inherit_pretrained(config, pre_config)
     common.prepare_workdir(workdir, config)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    arrays = embed.compute_embeddings(
-        model, variables, source, mesh, batch_size=config.eval_batch_size, augment_config=pre_config.augment
-    )
+    forward = embed.embedding_forward(model, config.augment)
+    arrays = embed.compute_embeddings(forward, variables, source, mesh, batch_size=config.eval_batch_size)
     path = os.path.join(workdir, f"embeddings_{config.embed_split}.npz")
     plots = []
     if common.is_main_process():

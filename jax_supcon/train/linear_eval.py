@@ -34,6 +34,22 @@ def restore_pretrained(pretrained_workdir: str, mesh: Mesh, which: str = "latest
     return pre_config, model, state, step
 
 
+def inherit_pretrained(config: ml_collections.ConfigDict, pre_config: ml_collections.ConfigDict):
+    """A copy of a stage-2 config with stage 1's model and input normalisation, so stage 2 sees
+    the images the encoder was trained on; a different image size is an error, not a silent change."""
+    if config.data.image_size != pre_config.data.image_size:
+        raise ValueError(
+            f"data.image_size={config.data.image_size} differs from the pretrained run's "
+            f"{pre_config.data.image_size}; set --config.data.image_size={pre_config.data.image_size}"
+        )
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.model = ml_collections.ConfigDict(pre_config.model.to_dict())
+        config.augment.mean = tuple(pre_config.augment.mean)
+        config.augment.std = tuple(pre_config.augment.std)
+    return config
+
+
 def restore_encoder(pretrained_workdir: str, mesh: Mesh, which: str = "latest") -> tuple[models.ResNet, dict[str, Any]]:
     """The stage-1 encoder module and its variables (`params`, `batch_stats`) from checkpoint
     `which` of `pretrained_workdir`; the projection head and optimizer state are dropped."""
@@ -102,7 +118,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     train_source = sources.load_source(config.data, "train")
     test_source = sources.load_source(config.data, "test")
     total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
-    encoder, frozen = restore_encoder(config.pretrained_workdir, mesh, str(config.checkpoint))
+    pre_config, _, pretrained, pretrained_step = restore_pretrained(
+        config.pretrained_workdir, mesh, str(config.checkpoint)
+    )
+    config = inherit_pretrained(config, pre_config)
+    encoder = models.create_encoder(pre_config.model)
+    frozen = {"params": pretrained.params["encoder"], "batch_stats": pretrained.batch_stats["encoder"]}
     common.prepare_workdir(workdir, config)
 
     classifier = models.LinearClassifier(train_source.num_classes)
@@ -155,5 +176,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         "devices": mesh.size,
         "pretrained_workdir": os.path.abspath(config.pretrained_workdir),
         "pretrained_checkpoint": str(config.checkpoint),
+        "pretrained_step": pretrained_step,
     }
     return common.finish_run(workdir, config, summary, logger.records(), [])

@@ -97,9 +97,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     train_source = sources.load_source(config.data, "train")
     test_source = sources.load_source(config.data, "test")
     total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
+    model, tx, schedule, init = build(config, total_steps, warmup_steps)
+    common.abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
     common.prepare_workdir(workdir, config)
 
-    model, tx, schedule, init = build(config, total_steps, warmup_steps)
     validating = config.eval_every_steps > 0
     checkpointer = Checkpointer(
         workdir, keep=config.keep_checkpoints, best_metric=config.best_metric if validating else None
@@ -113,11 +114,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         donate_argnums=0,
     )
 
+    forward = embed.embedding_forward(model, config.augment)
+
     def embeddings(state, source):
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        return embed.compute_embeddings(
-            model, variables, source, mesh, batch_size=config.eval_batch_size, augment_config=config.augment
-        )
+        return embed.compute_embeddings(forward, variables, source, mesh, batch_size=config.eval_batch_size)
 
     def evaluate(state):
         return validation.embedding_metrics(
@@ -145,8 +146,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             evaluate=evaluate if validating else None,
         )
         plots = []
+        if config.plots:
+            test = embeddings(state, test_source)  # a collective: every process takes part
         if config.plots and common.is_main_process():
-            test = embeddings(state, test_source)
             plots = visualize.embedding_maps(
                 test["encoder"],
                 test["labels"],
