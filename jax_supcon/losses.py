@@ -24,6 +24,7 @@ import functools
 import math
 import numbers
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -116,6 +117,65 @@ def _squared_distances(anchors: jax.Array, contrast: jax.Array) -> jax.Array:
 RowFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], Sums]
 
 
+class _Layout(NamedTuple):
+    """Who is where: the (gathered) contrast set and this device's anchors."""
+
+    contrast: jax.Array  # [views * batch, dim], view-major, whole batch
+    contrast_ids: jax.Array | None  # [views * batch] label (or example) ids; None with a mask
+    ids: jax.Array | None  # [local_batch] ids of this device's examples
+    anchors: jax.Array  # [num_anchors, dim]
+    anchor_example: jax.Array  # [num_anchors] local example index
+    anchor_column: jax.Array  # [num_anchors] the anchor's own row in `contrast`
+    views: int
+
+
+def _layout(features, labels, mask, contrast_mode, axis_name) -> _Layout:
+    local = features.astype(jnp.promote_types(features.dtype, jnp.float32))
+    local_batch, views, dim = local.shape
+    if axis_name is None:
+        full, offset = local, 0
+    else:
+        full = jax.lax.all_gather(local, axis_name, axis=0, tiled=True)
+        offset = jax.lax.axis_index(axis_name) * local_batch
+    batch = full.shape[0]
+    contrast = jnp.transpose(full, (1, 0, 2)).reshape(views * batch, dim)
+    ids = contrast_ids = None
+    if mask is None:
+        ids = offset + jnp.arange(local_batch) if labels is None else labels
+        all_ids = ids if axis_name is None else jax.lax.all_gather(ids, axis_name, axis=0, tiled=True)
+        contrast_ids = jnp.tile(all_ids, views)
+    anchor_views = views if contrast_mode == "all" else 1
+    anchors = jnp.transpose(local[:, :anchor_views], (1, 0, 2)).reshape(anchor_views * local_batch, dim)
+    anchor_example = jnp.tile(jnp.arange(local_batch), anchor_views)
+    anchor_column = jnp.repeat(jnp.arange(anchor_views), local_batch) * batch + offset + anchor_example
+    return _Layout(contrast, contrast_ids, ids, anchors, anchor_example, anchor_column, views)
+
+
+def _sum_over_blocks(block_fn, per_anchor: tuple[jax.Array, ...], chunk_size: int | None, remat: bool) -> Sums:
+    """`block_fn(*per_anchor_block, valid)` summed over blocks of `chunk_size` anchors (one block
+    when None); `valid` marks the padding of the last block. `remat` recomputes each block in the
+    backward pass (jax.checkpoint) instead of keeping its `[chunk, N]` intermediates."""
+    num_anchors = per_anchor[0].shape[0]
+    valid = jnp.ones((num_anchors,), bool)
+    if chunk_size is None or chunk_size >= num_anchors:
+        return block_fn(*per_anchor, valid)
+    num_blocks = math.ceil(num_anchors / chunk_size)
+    pad = num_blocks * chunk_size - num_anchors
+
+    def blocks(x):
+        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+        return x.reshape((num_blocks, chunk_size) + x.shape[1:])
+
+    fn = jax.checkpoint(block_fn) if remat else block_fn
+
+    def body(totals, block):
+        return jax.tree.map(jnp.add, totals, fn(*block)), None
+
+    xs = tuple(blocks(x) for x in per_anchor) + (blocks(valid),)
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(block_fn, *(x[0] for x in xs)))
+    return jax.lax.scan(body, zeros, xs)[0]
+
+
 def _anchor_sums(
     row_fn: RowFn,
     features: jax.Array,
@@ -132,59 +192,78 @@ def _anchor_sums(
     set (inside `shard_map`), the whole batch otherwise. The per-block sums are added over blocks
     and, when sharded, over devices.
     """
-    dtype = jnp.promote_types(features.dtype, jnp.float32)
-    local = features.astype(dtype)
-    local_batch, views, dim = local.shape
-    if axis_name is None:
-        full, offset = local, 0
-    else:
-        full = jax.lax.all_gather(local, axis_name, axis=0, tiled=True)
-        offset = jax.lax.axis_index(axis_name) * local_batch
-    batch = full.shape[0]
-    num_contrast = views * batch
-    contrast = jnp.transpose(full, (1, 0, 2)).reshape(num_contrast, dim)
-
-    if mask is None:
-        ids = offset + jnp.arange(local_batch) if labels is None else labels
-        all_ids = ids if axis_name is None else jax.lax.all_gather(ids, axis_name, axis=0, tiled=True)
-        contrast_ids = jnp.tile(all_ids, views)
-
-    anchor_views = views if contrast_mode == "all" else 1
-    anchors = jnp.transpose(local[:, :anchor_views], (1, 0, 2)).reshape(anchor_views * local_batch, dim)
-    anchor_example = jnp.tile(jnp.arange(local_batch), anchor_views)  # local example index
-    anchor_column = jnp.repeat(jnp.arange(anchor_views), local_batch) * batch + offset + anchor_example
+    lay = _layout(features, labels, mask, contrast_mode, axis_name)
+    num_contrast = lay.contrast.shape[0]
 
     def block_sums(block_anchors, block_example, block_column, block_valid):
         not_self = block_column[:, None] != jnp.arange(num_contrast)[None, :]
         if mask is None:
-            related = ids[block_example][:, None] == contrast_ids[None, :]
+            related = lay.ids[block_example][:, None] == lay.contrast_ids[None, :]
         else:
-            related = jnp.tile(mask[block_example] != 0, (1, views))
+            related = jnp.tile(mask[block_example] != 0, (1, lay.views))
         usable = not_self & block_valid[:, None]
-        return row_fn(block_anchors, contrast, related & usable, ~related & usable)
+        return row_fn(block_anchors, lay.contrast, related & usable, ~related & usable)
 
-    num_anchors = anchors.shape[0]
-    valid = jnp.ones((num_anchors,), bool)
-    if chunk_size is None or chunk_size >= num_anchors:
-        return block_sums(anchors, anchor_example, anchor_column, valid)
+    return _sum_over_blocks(block_sums, (lay.anchors, lay.anchor_example, lay.anchor_column), chunk_size, remat=True)
 
-    num_blocks = math.ceil(num_anchors / chunk_size)
-    pad = num_blocks * chunk_size - num_anchors
 
-    def blocks(x):
-        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-        return x.reshape((num_blocks, chunk_size) + x.shape[1:])
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _block_logsumexp_sum(anchors, contrast, weights, self_column, temperature):
+    """sum_i weights_i * log sum_{j != self_i} exp(a_i . c_j / tau) for one block of anchors.
 
-    checkpointed = jax.checkpoint(block_sums)
+    The backward pass keeps only the per-row log-sum-exp and recomputes the block's logits, so a
+    block costs `[chunk, N]` memory once, with one elementwise pass and two matmuls for its gradient.
+    """
+    return _block_lse_forward(anchors, contrast, weights, self_column, temperature)[0]
 
-    def body(totals, block):
-        sums = checkpointed(*block)
-        return jax.tree.map(jnp.add, totals, sums), None
 
-    xs = (blocks(anchors), blocks(anchor_example), blocks(anchor_column), blocks(valid))
-    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(block_sums, *(x[0] for x in xs)))
-    totals, _ = jax.lax.scan(body, zeros, xs)
-    return totals
+def _block_logits(anchors, contrast, self_column, temperature):
+    logits = (anchors @ contrast.T) / temperature
+    return jnp.where(self_column[:, None] == jnp.arange(contrast.shape[0])[None, :], -jnp.inf, logits)
+
+
+def _block_lse_forward(anchors, contrast, weights, self_column, temperature):
+    lse = jax.nn.logsumexp(_block_logits(anchors, contrast, self_column, temperature), axis=1)
+    total = jnp.sum(jnp.where(weights > 0, weights * lse, 0.0))
+    return total, (anchors, contrast, weights, self_column, lse)
+
+
+def _block_lse_backward(temperature, residuals, cotangent):
+    anchors, contrast, weights, self_column, lse = residuals
+    logits = _block_logits(anchors, contrast, self_column, temperature)
+    scaled = jnp.where(weights > 0, weights * cotangent / temperature, 0.0)
+    softmax = jnp.exp(logits - jnp.where(weights > 0, lse, 0.0)[:, None]) * scaled[:, None]
+    return softmax @ contrast, softmax.T @ anchors, None, None
+
+
+_block_logsumexp_sum.defvjp(_block_lse_forward, _block_lse_backward)
+
+
+def _default_supcon_sums(features, labels, *, temperature, contrast_mode, chunk_size, axis_name) -> Sums:
+    """(sum of L_out terms, anchors counted) for denominator "all" with labels (or SimCLR), any
+    anchors, chunked and/or sharded: the same sums as `_supcon_rows`, computed faster.
+
+    L_out(i) = LSE_{j != i}(s_ij) - (1/|P_i|) sum_p s_ip. The positive part needs no `[N, N]`
+    work: sum_p z_i . z_p = z_i . (class_sum - z_i). Only the log-sum-exp runs over blocks.
+    """
+    lay = _layout(features, labels, None, contrast_mode, axis_name)
+    num_contrast = lay.contrast.shape[0]
+    group = jnp.unique(lay.contrast_ids, return_inverse=True, size=num_contrast, fill_value=lay.contrast_ids.min())[1]
+    group = group.reshape(num_contrast)
+    class_sum = jax.ops.segment_sum(lay.contrast, group, num_segments=num_contrast)
+    class_size = jax.ops.segment_sum(jnp.ones((num_contrast,), lay.contrast.dtype), group, num_segments=num_contrast)
+    anchor_group = group[lay.anchor_column]
+    num_positives = class_size[anchor_group] - 1
+    counted = num_positives > 0
+    positive_dot = jnp.sum(lay.anchors * (class_sum[anchor_group] - lay.anchors), axis=1)
+    mean_positive_logit = jnp.where(counted, positive_dot / (temperature * jnp.maximum(num_positives, 1)), 0.0)
+
+    def block(anchors, column, weight, valid):
+        return (_block_logsumexp_sum(anchors, lay.contrast, weight * valid, column, temperature),)
+
+    weights = counted.astype(lay.contrast.dtype)
+    (lse_total,) = _sum_over_blocks(block, (lay.anchors, lay.anchor_column, weights), chunk_size, remat=False)
+    return lse_total - mean_positive_logit.sum(), weights.sum()
 
 
 def _reduce(sums: Sums, axis_name: str | None) -> Sums:
@@ -223,58 +302,6 @@ def _supcon_rows(anchors, contrast, positive, negative, *, temperature, loss_typ
         per_anchor = -(_masked_logsumexp(log_prob, positive) - jnp.log(safe_count.astype(log_prob.dtype)))
     per_anchor = jnp.where(counted, per_anchor, 0.0)
     return per_anchor.sum(), counted.sum().astype(per_anchor.dtype)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _symmetric_supcon_sums(contrast: jax.Array, ids: jax.Array, temperature: float) -> Sums:
-    """(sum of L_out terms, anchors counted) when every sample is an anchor (mode "all", one
-    block, denominator "all", labels): the same sums as `_supcon_rows`, computed faster.
-
-    Only the softmax needs the `[N, N]` logits. The positive terms come from per-class sums of
-    features: sum_p z_i . z_p = z_i . (class_sum - z_i). The backward pass is hand-written:
-    d/dZ = (S Z + S^T Z - row and column class terms) / tau with S the masked softmax, two
-    matmuls and one elementwise pass, where autodiff takes three matmuls and many passes.
-    """
-    return _symmetric_forward(contrast, ids, temperature)[0]
-
-
-def _class_statistics(contrast, ids):
-    """Per-sample class index in [0, N), number of positives, and the sum of its positives."""
-    num = ids.shape[0]
-    group = jnp.unique(ids, return_inverse=True, size=num, fill_value=ids.min())[1].reshape(num)
-    class_sum = jax.ops.segment_sum(contrast, group, num_segments=num)
-    class_size = jax.ops.segment_sum(jnp.ones((num,), contrast.dtype), group, num_segments=num)
-    num_positives = class_size[group] - 1
-    return group, num_positives, class_sum[group] - contrast
-
-
-def _symmetric_forward(contrast, ids, temperature):
-    num = contrast.shape[0]
-    diagonal = jnp.arange(num)
-    logits = ((contrast @ contrast.T) / temperature).at[diagonal, diagonal].set(-jnp.inf)  # no self
-    log_denominator = jax.nn.logsumexp(logits, axis=1)
-    group, num_positives, positive_sum = _class_statistics(contrast, ids)
-    counted = num_positives > 0
-    mean_positive_logit = jnp.sum(contrast * positive_sum, axis=1) / (temperature * jnp.maximum(num_positives, 1))
-    per_anchor = jnp.where(counted, log_denominator - mean_positive_logit, 0.0)
-    sums = (per_anchor.sum(), counted.sum().astype(per_anchor.dtype))
-    return sums, (contrast, group, num_positives, positive_sum, logits, log_denominator)
-
-
-def _symmetric_backward(temperature, residuals, cotangents):
-    contrast, group, num_positives, positive_sum, logits, log_denominator = residuals
-    counted = num_positives > 0
-    scale = cotangents[0] / temperature
-    softmax = jnp.where(counted[:, None], jnp.exp(logits - log_denominator[:, None]), 0.0)
-    grad = softmax @ contrast + softmax.T @ contrast
-    weight = jnp.where(counted, 1.0 / jnp.maximum(num_positives, 1), 0.0)[:, None]
-    row_term = weight * positive_sum  # sum_j pos_ij / |P_i| z_j
-    weighted = jax.ops.segment_sum(weight * contrast, group, num_segments=contrast.shape[0])
-    column_term = weighted[group] - weight * contrast  # sum_i pos_ij / |P_i| z_i
-    return (scale * (grad - row_term - column_term), None)
-
-
-_symmetric_supcon_sums.defvjp(_symmetric_forward, _symmetric_backward)
 
 
 def supcon_loss(
@@ -319,15 +346,19 @@ def supcon_loss(
     _check_positive("temperature", temperature)
     _check_choice("loss_type", loss_type, LOSS_TYPES)
     _check_choice("denominator", denominator, DENOMINATORS)
-    one_block = chunk_size is None or chunk_size >= features.shape[0] * features.shape[1]
-    default_options = (axis_name, mask, contrast_mode, loss_type, denominator) == (None, None, "all", "out", "all")
-    # The hand-written VJP takes the temperature as a constant; a traced one takes the general path.
-    if default_options and one_block and _static_value(temperature) is not None:
-        temperature = _static_value(temperature)
-        batch, views, dim = features.shape
-        contrast = jnp.transpose(features.astype(jnp.promote_types(features.dtype, jnp.float32)), (1, 0, 2))
-        ids = jnp.arange(batch) if labels is None else labels
-        total, count = _symmetric_supcon_sums(contrast.reshape(views * batch, dim), jnp.tile(ids, views), temperature)
+    # The default options take the fast path; a traced temperature takes the general one.
+    if (mask, loss_type, denominator) == (None, "out", "all") and _static_value(temperature) is not None:
+        total, count = _reduce(
+            _default_supcon_sums(
+                features,
+                labels,
+                temperature=_static_value(temperature),
+                contrast_mode=contrast_mode,
+                chunk_size=chunk_size,
+                axis_name=axis_name,
+            ),
+            axis_name,
+        )
     else:
         row_fn = functools.partial(_supcon_rows, temperature=temperature, loss_type=loss_type, denominator=denominator)
         sums = _anchor_sums(
@@ -472,7 +503,7 @@ def sharded(loss_fn: Callable[..., jax.Array], mesh: Mesh, axis_name: str = "dat
             inputs["labels"] = labels
         if mask is not None:
             inputs["mask"] = mask
-        if mesh.shape[axis_name] == 1:  # nothing to shard: keep the single-device fast paths
+        if mesh.shape[axis_name] == 1:  # nothing to shard: skip the all-gather
             return loss_fn(**inputs, **kwargs)
         _check_common(features, labels, mask, kwargs.get("contrast_mode", "all"), kwargs.get("chunk_size"))
         batch = features.shape[0]
