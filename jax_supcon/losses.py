@@ -7,10 +7,12 @@ samples, ordered view-major (row `v * batch + i` is view `v` of example `i`), fo
 set; the anchors are all of them (`contrast_mode="all"`) or the first view of each example
 (`"one"`).
 
-All of them run through one row-block driver (`_anchor_sums`):
-- `chunk_size` evaluates the anchors in blocks of that many rows under `jax.checkpoint`, so the
-  largest live tensor is `[chunk, batch * views]` in the forward and the backward pass (each block
-  is recomputed for its gradient) instead of `[batch * views]^2`;
+All of them lay out anchors and contrast set the same way (`_layout`) and sum per-row terms over
+blocks of anchors (`_sum_over_blocks`):
+- `chunk_size` evaluates the anchors in blocks of that many rows, so the largest live tensor is
+  `[chunk, batch * views]` in the forward and the backward pass instead of `[batch * views]^2`
+  (the generic path recomputes each block under `jax.checkpoint`; the default SupCon options
+  use a custom VJP that keeps one log-sum-exp per row, see `_default_supcon_sums`);
 - `axis_name` (set by `sharded`, which wraps the loss in `jax.shard_map`) makes each device
   take its own anchor rows against the all-gathered contrast set and `psum` the per-row sums:
   memory per device O(N^2 / devices), gradients exact (the all-gather's transpose is a
