@@ -192,7 +192,7 @@ def _anchor_sums(
 
     `features`, `labels` and the rows of `mask` are this device's examples when `axis_name` is
     set (inside `shard_map`), the whole batch otherwise. The per-block sums are added over blocks
-    and, when sharded, over devices.
+    and, when sharded, over devices (`psum`).
     """
     lay = _layout(features, labels, mask, contrast_mode, axis_name)
     num_contrast = lay.contrast.shape[0]
@@ -206,7 +206,8 @@ def _anchor_sums(
         usable = not_self & block_valid[:, None]
         return row_fn(block_anchors, lay.contrast, related & usable, ~related & usable)
 
-    return _sum_over_blocks(block_sums, (lay.anchors, lay.anchor_example, lay.anchor_column), chunk_size, remat=True)
+    sums = _sum_over_blocks(block_sums, (lay.anchors, lay.anchor_example, lay.anchor_column), chunk_size, remat=True)
+    return _reduce(sums, axis_name)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -265,7 +266,7 @@ def _default_supcon_sums(features, labels, *, temperature, contrast_mode, chunk_
 
     weights = counted.astype(lay.contrast.dtype)
     (lse_total,) = _sum_over_blocks(block, (lay.anchors, lay.anchor_column, weights), chunk_size, remat=False)
-    return lse_total - mean_positive_logit.sum(), weights.sum()
+    return _reduce((lse_total - mean_positive_logit.sum(), weights.sum()), axis_name)
 
 
 def _reduce(sums: Sums, axis_name: str | None) -> Sums:
@@ -350,23 +351,19 @@ def supcon_loss(
     _check_choice("denominator", denominator, DENOMINATORS)
     # The default options take the fast path; a traced temperature takes the general one.
     if (mask, loss_type, denominator) == (None, "out", "all") and _static_value(temperature) is not None:
-        total, count = _reduce(
-            _default_supcon_sums(
-                features,
-                labels,
-                temperature=_static_value(temperature),
-                contrast_mode=contrast_mode,
-                chunk_size=chunk_size,
-                axis_name=axis_name,
-            ),
-            axis_name,
+        total, count = _default_supcon_sums(
+            features,
+            labels,
+            temperature=_static_value(temperature),
+            contrast_mode=contrast_mode,
+            chunk_size=chunk_size,
+            axis_name=axis_name,
         )
     else:
         row_fn = functools.partial(_supcon_rows, temperature=temperature, loss_type=loss_type, denominator=denominator)
-        sums = _anchor_sums(
+        total, count = _anchor_sums(
             row_fn, features, labels, mask, contrast_mode=contrast_mode, chunk_size=chunk_size, axis_name=axis_name
         )
-        total, count = _reduce(sums, axis_name)
     scale = 1.0 if base_temperature is None else temperature / base_temperature
     return scale * _mean(total, count)
 
@@ -417,7 +414,7 @@ def contrastive_pair_loss(
         chunk_size=chunk_size,
         axis_name=axis_name,
     )
-    pos_total, pos_count, neg_total, neg_count = _reduce(sums, axis_name)
+    pos_total, pos_count, neg_total, neg_count = sums
     return _mean(pos_total, pos_count) + _mean(neg_total, neg_count)
 
 
@@ -467,7 +464,7 @@ def triplet_loss(
         chunk_size=chunk_size,
         axis_name=axis_name,
     )
-    return _mean(*_reduce(sums, axis_name))
+    return _mean(*sums)
 
 
 def cross_entropy_loss(logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0) -> jax.Array:

@@ -66,9 +66,9 @@ def abstract_state(init: Callable[[], TrainState], mesh: Mesh) -> TrainState:
     )
 
 
-def restore_or_init(init: Callable[[], TrainState], mesh: Mesh, checkpointer: Checkpointer) -> TrainState:
-    """Latest checkpoint in the workdir if there is one (resume), else a fresh sharded init."""
-    target = abstract_state(init, mesh)
+def restore_or_init(init: Callable[[], TrainState], target: TrainState, checkpointer: Checkpointer) -> TrainState:
+    """Latest checkpoint in the workdir if there is one (resume), else a fresh sharded init;
+    `target` is `abstract_state(init, mesh)`."""
     if checkpointer.latest_step() is not None:
         return checkpointer.restore(target)
     shardings = jax.tree.map(lambda leaf: leaf.sharding, target)

@@ -50,12 +50,15 @@ def inherit_pretrained(config: ml_collections.ConfigDict, pre_config: ml_collect
     return config
 
 
+def encoder_variables(state: common.TrainState) -> dict[str, Any]:
+    """The encoder's part of a stage-1 state (`params`, `batch_stats`), head and optimizer dropped."""
+    return {"params": state.params["encoder"], "batch_stats": state.batch_stats["encoder"]}
+
+
 def restore_encoder(pretrained_workdir: str, mesh: Mesh, which: str = "latest") -> tuple[models.ResNet, dict[str, Any]]:
-    """The stage-1 encoder module and its variables (`params`, `batch_stats`) from checkpoint
-    `which` of `pretrained_workdir`; the projection head and optimizer state are dropped."""
+    """The stage-1 encoder module and its variables from checkpoint `which` of `pretrained_workdir`."""
     pre_config, _, state, _ = restore_pretrained(pretrained_workdir, mesh, which)
-    variables = {"params": state.params["encoder"], "batch_stats": state.batch_stats["encoder"]}
-    return models.create_encoder(pre_config.model), variables
+    return models.create_encoder(pre_config.model), encoder_variables(state)
 
 
 def _features(encoder, variables, images: jax.Array) -> jax.Array:
@@ -123,7 +126,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     )
     config = inherit_pretrained(config, pre_config)
     encoder = models.create_encoder(pre_config.model)
-    frozen = {"params": pretrained.params["encoder"], "batch_stats": pretrained.batch_stats["encoder"]}
+    frozen = encoder_variables(pretrained)
     common.prepare_workdir(workdir, config)
 
     classifier = models.LinearClassifier(train_source.num_classes)
@@ -133,7 +136,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed
     )
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
-    state = common.restore_or_init(init, mesh, checkpointer)
+    state = common.restore_or_init(init, common.abstract_state(init, mesh), checkpointer)
     shardings = common.state_shardings(state)
     replicated = parallel.replicated(mesh)
     step_fn = functools.partial(

@@ -98,14 +98,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     test_source = sources.load_source(config.data, "test")
     total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
     model, tx, schedule, init = build(config, total_steps, warmup_steps)
-    common.abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
+    target = common.abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
     common.prepare_workdir(workdir, config)
 
     validating = config.eval_every_steps > 0
     checkpointer = Checkpointer(
         workdir, keep=config.keep_checkpoints, best_metric=config.best_metric if validating else None
     )
-    state = common.restore_or_init(init, mesh, checkpointer)
+    state = common.restore_or_init(init, target, checkpointer)
     shardings = common.state_shardings(state)
     train_step = jax.jit(
         functools.partial(pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
@@ -120,10 +120,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         return embed.compute_embeddings(forward, variables, source, mesh, batch_size=config.eval_batch_size)
 
+    latest_test = {}  # the last validation's test embeddings, by step: the final plots reuse them
+
     def evaluate(state):
+        latest_test.clear()
+        latest_test[int(jax.device_get(state.step))] = test = embeddings(state, test_source)
         return validation.embedding_metrics(
             embeddings(state, train_source),
-            embeddings(state, test_source),
+            test,
             k=config.knn_k,
             temperature=config.knn_temperature,
             num_classes=train_source.num_classes,
@@ -146,8 +150,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             evaluate=evaluate if validating else None,
         )
         plots = []
-        if config.plots:
-            test = embeddings(state, test_source)  # a collective: every process takes part
+        if config.plots:  # a collective: every process takes part (or none, when validation has it)
+            test = latest_test.get(total_steps) or embeddings(state, test_source)
         if config.plots and common.is_main_process():
             plots = visualize.embedding_maps(
                 test["encoder"],
