@@ -2,15 +2,40 @@
 
 Each example and view gets its own key (split from the step's key), and the per-example recipe is
 vmapped, so the views depend only on (key, global example index), not on the device count.
-Random-apply is a `jnp.where` on a drawn coin: both branches are cheap colour ops.
+
+Random-apply is a `jnp.where` on a drawn coin, and random choices (jitter order, RandAugment ops)
+are `lax.switch`es on a drawn index; under `vmap` both compute every branch and select, so there is
+no data-dependent control flow. Probabilities and strengths are Python numbers from the config,
+so an op at probability 0 (or strength 0) is left out of the program and is exactly the identity.
+
+A view is: random-resized crop (skipped for host-cropped `[B, V, H, W, 3]` input), horizontal
+flip, RandAugment, colour jitter (random order), grayscale, Gaussian blur, solarize, normalise.
+The config's flat fields describe every view; `view1`, `view2`, ... sub-configs override some of
+them for one view (`view_config`). Recipes and field defaults: `jax_supcon.config.augment_config`.
 """
 
 from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
 
 import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import ml_collections
+
+SOLARIZE_THRESHOLD = 0.5  # on [0, 1] images, as BYOL
+BLUR_KERNEL_FRACTION = 0.1  # SimCLR: a kernel ~10% of the image side (23 px at 224)
+GEOMETRIC_FILL = 0.5  # grey fill outside rotated / sheared / translated images, as timm's (128, 128, 128)
+RANDAUGMENT_MAX_MAGNITUDE = 10.0  # magnitudes are on timm's 0..10 scale
+
+Image = jax.Array
+
+
+def _between(u: jax.Array, lo: float, hi: float) -> jax.Array:
+    """A uniform [0, 1) draw `u` mapped to [lo, hi)."""
+    return lo + (hi - lo) * u
 
 
 def random_resized_crop(
@@ -25,31 +50,278 @@ def random_resized_crop(
     offset, so the crop is one bilinear resample with no data-dependent shapes.
     """
     height, width = image.shape[0], image.shape[1]
-    k_area, k_ratio, k_y, k_x = jax.random.split(key, 4)
-    area = height * width * jax.random.uniform(k_area, minval=scale[0], maxval=scale[1])
-    log_ratio = jax.random.uniform(k_ratio, minval=jnp.log(ratio[0]), maxval=jnp.log(ratio[1]))
-    aspect = jnp.exp(log_ratio)
+    u_area, u_ratio, u_y, u_x = jax.random.uniform(key, (4,))
+    area = height * width * _between(u_area, *scale)
+    aspect = jnp.exp(_between(u_ratio, math.log(ratio[0]), math.log(ratio[1])))
     crop_w = jnp.clip(jnp.sqrt(area * aspect), 1.0, width)
     crop_h = jnp.clip(jnp.sqrt(area / aspect), 1.0, height)
-    y0 = jax.random.uniform(k_y) * (height - crop_h)
-    x0 = jax.random.uniform(k_x) * (width - crop_w)
+    y0 = u_y * (height - crop_h)
+    x0 = u_x * (width - crop_w)
     zoom = jnp.stack([height / crop_h, width / crop_w])
     return jax.image.scale_and_translate(
         image, image.shape, (0, 1), zoom, -jnp.stack([y0, x0]) * zoom, method="linear", antialias=True
     )
 
 
-def color_jitter(key: jax.Array, image: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
-    """Brightness (additive delta), contrast, saturation, hue, as in SimCLR; image in [0, 1]."""
-    k_b, k_c, k_s, k_h = jax.random.split(key, 4)
-    image = pix.random_brightness(k_b, image, cfg.brightness)
-    image = pix.random_contrast(k_c, image, 1 - cfg.contrast, 1 + cfg.contrast)
-    image = pix.random_saturation(k_s, image, 1 - cfg.saturation, 1 + cfg.saturation)
-    image = pix.random_hue(k_h, image, cfg.hue)
-    return jnp.clip(image, 0.0, 1.0)
+def random_apply(coin: jax.Array, prob: float, fn: Callable[[Image], Image], image: Image) -> Image:
+    """`fn(image)` if the uniform [0, 1) draw `coin` is below `prob` (a Python number), else `image`.
+
+    At `prob` 0 or 1 the coin is not looked at and only one branch is computed.
+    """
+    if prob <= 0:
+        return image
+    if prob >= 1:
+        return fn(image)
+    return jnp.where(coin < prob, fn(image), image)
+
+
+def grayscale(image: Image) -> Image:
+    """Rec. 601 luma (0.2989 R + 0.587 G + 0.114 B) repeated over the three channels."""
+    return pix.rgb_to_grayscale(image, keep_dims=True)
+
+
+def solarize(image: Image, threshold: float = SOLARIZE_THRESHOLD) -> Image:
+    """Invert the pixels at or above `threshold`: `x if x < threshold else 1 - x`."""
+    return pix.solarize(image, threshold)
+
+
+def color_jitter(
+    key: jax.Array,
+    image: Image,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.4,
+    hue: float = 0.1,
+) -> Image:
+    """Brightness, contrast, saturation and hue in a random order per image, as SimCLR / BYOL.
+
+    Brightness adds a delta in [-brightness, brightness] (dm-pix, BYOL); contrast and saturation
+    scale by a factor in [max(0, 1 - s), 1 + s]; hue shifts by a fraction of the colour circle
+    in [-hue, hue]. The image is clipped to [0, 1] after each adjustment; a strength of 0 leaves
+    its adjustment out.
+    """
+    # One draw for everything: each threefry call costs XLA compile time under vmap.
+    u = jax.random.uniform(key, (8,))
+    ops = []
+    if brightness > 0:
+        delta = _between(u[0], -brightness, brightness)
+        ops.append(lambda x: pix.adjust_brightness(x, delta))
+    if contrast > 0:
+        factor_c = _between(u[1], max(0.0, 1 - contrast), 1 + contrast)
+        ops.append(lambda x: pix.adjust_contrast(x, factor_c))
+    if saturation > 0:
+        factor_s = _between(u[2], max(0.0, 1 - saturation), 1 + saturation)
+        ops.append(lambda x: pix.adjust_saturation(x, factor_s))
+    if hue > 0:
+        shift = _between(u[3], -hue, hue)
+        ops.append(lambda x: pix.adjust_hue(x, shift))
+    if not ops:
+        return image
+    clipped = [lambda x, op=op: jnp.clip(op(x), 0.0, 1.0) for op in ops]
+    order = jnp.argsort(u[4 : 4 + len(clipped)])  # a uniformly random permutation
+    # A loop, not an unrolled sequence: each adjustment is traced once, not once per position.
+    return jax.lax.fori_loop(0, len(clipped), lambda position, x: jax.lax.switch(order[position], clipped, x), image)
+
+
+def blur_kernel_size(side: int) -> int:
+    """Odd Gaussian kernel size, ~`BLUR_KERNEL_FRACTION` of the image side and at least 3."""
+    radius = max(1, round(side * BLUR_KERNEL_FRACTION / 2))
+    return 2 * radius + 1
+
+
+def gaussian_blur(key: jax.Array, image: Image, sigma: tuple[float, float] = (0.1, 2.0)) -> Image:
+    """Separable Gaussian blur, sigma uniform in `sigma` (pixels), reflect-padded borders.
+
+    The kernel size is static (`blur_kernel_size` of the shorter side); dm-pix takes a traced sigma.
+    """
+    size = blur_kernel_size(min(image.shape[0], image.shape[1]))
+    radius = size // 2
+    std = _between(jax.random.uniform(key), *sigma)
+    padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
+    return pix.gaussian_blur(padded, std, size, padding="VALID")
+
+
+# RandAugment ops on [0, 1] images. `m` is the magnitude over its maximum (M / 10, static) and
+# `sign` a traced +-1 for the ops whose direction is random. Ranges follow timm's `rand_augment_ops`.
+
+
+def _autocontrast(image: Image, m: float, sign: jax.Array) -> Image:
+    """Stretch each channel to [0, 1] (constant channels are left alone); no magnitude."""
+    lo = image.min(axis=(0, 1), keepdims=True)
+    hi = image.max(axis=(0, 1), keepdims=True)
+    span = hi - lo
+    return jnp.where(span > 0, (image - lo) / jnp.where(span > 0, span, 1.0), image)
+
+
+def _equalize_channel(levels: jax.Array) -> jax.Array:
+    """PIL `ImageOps.equalize` of one channel of 0..255 integer levels (any shape)."""
+    flat = levels.reshape(-1)
+    hist = jnp.zeros(256, jnp.int32).at[flat].add(1)
+    step = (flat.size - hist[flat.max()]) // 255
+    lut = (jnp.cumsum(hist) - hist + step // 2) // jnp.maximum(step, 1)
+    return jnp.where(step > 0, jnp.clip(lut, 0, 255)[flat], flat).reshape(levels.shape)
+
+
+def equalize(image: Image) -> Image:
+    """Histogram equalisation per channel on 256 levels, as PIL's `ImageOps.equalize`."""
+    levels = jnp.round(jnp.clip(image, 0.0, 1.0) * 255).astype(jnp.int32)
+    out = jax.vmap(_equalize_channel, in_axes=-1, out_axes=-1)(levels)
+    return out.astype(image.dtype) / 255.0
+
+
+def _solarize(image: Image, m: float, sign: jax.Array) -> Image:
+    """Solarize at threshold 256 - 256 m on the 0..255 scale (m = 0: identity)."""
+    return pix.solarize(image, (1.0 - m) * 256.0 / 255.0)
+
+
+def _blend(degenerate: Image, image: Image, factor: jax.Array) -> Image:
+    """PIL `ImageEnhance`: `degenerate + factor * (image - degenerate)`."""
+    return degenerate + factor * (image - degenerate)
+
+
+def _color(image: Image, m: float, sign: jax.Array) -> Image:
+    """PIL Color (saturation), factor 1 +- 0.9 m: blend with the grayscale image."""
+    return _blend(grayscale(image), image, 1.0 + sign * 0.9 * m)
+
+
+def _posterize(image: Image, m: float, sign: jax.Array) -> Image:
+    """Keep the 8 - int(4 m) most significant bits of each 0..255 level (8 bits at m = 0)."""
+    shift = int(m * 4)
+    levels = jnp.round(jnp.clip(image, 0.0, 1.0) * 255).astype(jnp.int32)
+    return ((levels >> shift) << shift).astype(image.dtype) / 255.0
+
+
+def _contrast(image: Image, m: float, sign: jax.Array) -> Image:
+    """PIL Contrast, factor 1 +- 0.9 m: blend with the mean grey level."""
+    return _blend(jnp.mean(grayscale(image)[..., 0]), image, 1.0 + sign * 0.9 * m)
+
+
+def _brightness(image: Image, m: float, sign: jax.Array) -> Image:
+    """PIL Brightness, factor 1 +- 0.9 m: blend with black."""
+    return image * (1.0 + sign * 0.9 * m)
+
+
+def _sharpness(image: Image, m: float, sign: jax.Array) -> Image:
+    """PIL Sharpness, factor 1 +- 0.9 m: blend with the 3x3 smoothed image (border pixels kept)."""
+    height, width = image.shape[0], image.shape[1]
+    padded = jnp.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    neighbours = sum(padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3))
+    smooth = (neighbours + 4 * image) / 13.0  # kernel [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13
+    rows = jnp.arange(height)[:, None, None]
+    cols = jnp.arange(width)[None, :, None]
+    interior = (rows > 0) & (rows < height - 1) & (cols > 0) & (cols < width - 1)
+    return _blend(jnp.where(interior, smooth, image), image, 1.0 + sign * 0.9 * m)
+
+
+# Geometric ops are (matrix, offset) pairs for `dm_pix.affine_transform` (pull resampling: the
+# output pixel (row, col, channel) reads the input at matrix @ (row, col, channel) + offset), so a
+# RandAugment layer selects one pair and resamples once, whichever geometric op it drew.
+Affine = tuple[jax.Array, jax.Array]
+
+
+def _about_centre(shape: tuple[int, ...], matrix: jax.Array) -> Affine:
+    """`matrix` applied about the image centre (as `dm_pix.rotate` does)."""
+    centre = (jnp.asarray(shape, jnp.float32) - 1.0) / 2.0
+    return matrix, centre - matrix @ centre
+
+
+def _rotate(shape: tuple[int, ...], m: float, sign: jax.Array) -> Affine:
+    """Rotate by +-30 m degrees about the centre (`dm_pix.rotate`'s matrix)."""
+    angle = sign * m * math.radians(30.0)
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    return _about_centre(shape, jnp.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]]))
+
+
+def _shear_x(shape: tuple[int, ...], m: float, sign: jax.Array) -> Affine:
+    """Shear along x (columns) by +-0.3 m about the centre."""
+    return _about_centre(shape, jnp.eye(3).at[1, 0].set(sign * 0.3 * m))
+
+
+def _shear_y(shape: tuple[int, ...], m: float, sign: jax.Array) -> Affine:
+    """Shear along y (rows) by +-0.3 m about the centre."""
+    return _about_centre(shape, jnp.eye(3).at[0, 1].set(sign * 0.3 * m))
+
+
+def _translate_x(shape: tuple[int, ...], m: float, sign: jax.Array) -> Affine:
+    """Translate along x by +-0.45 m of the width (timm's TranslateXRel)."""
+    return jnp.eye(3), jnp.zeros(3).at[1].set(-sign * 0.45 * m * shape[1])
+
+
+def _translate_y(shape: tuple[int, ...], m: float, sign: jax.Array) -> Affine:
+    """Translate along y by +-0.45 m of the height (timm's TranslateYRel)."""
+    return jnp.eye(3), jnp.zeros(3).at[0].set(-sign * 0.45 * m * shape[0])
+
+
+_PIXEL_OPS: dict[str, Callable[[Image, float, jax.Array], Image]] = {
+    "identity": lambda image, m, sign: image,
+    "autocontrast": _autocontrast,
+    "equalize": lambda image, m, sign: equalize(image),
+    "solarize": _solarize,
+    "color": _color,
+    "posterize": _posterize,
+    "contrast": _contrast,
+    "brightness": _brightness,
+    "sharpness": _sharpness,
+}
+_GEOMETRIC_OPS: dict[str, Callable[[tuple[int, ...], float, jax.Array], Affine]] = {
+    "rotate": _rotate,
+    "shear_x": _shear_x,
+    "shear_y": _shear_y,
+    "translate_x": _translate_x,
+    "translate_y": _translate_y,
+}
+RANDAUGMENT_OPS = (*_PIXEL_OPS, *_GEOMETRIC_OPS)
+
+
+def _affine(image: Image, transform: Affine) -> Image:
+    matrix, offset = transform
+    return pix.affine_transform(image, matrix, offset=offset, mode="constant", cval=GEOMETRIC_FILL)
+
+
+def randaugment_op(name: str, image: Image, magnitude: float, sign: float | jax.Array = 1.0) -> Image:
+    """One RandAugment op (`RANDAUGMENT_OPS`) at `magnitude` (0..10) in direction `sign`, clipped to [0, 1]."""
+    m = float(magnitude) / RANDAUGMENT_MAX_MAGNITUDE
+    sign = jnp.asarray(sign, image.dtype)
+    if name in _GEOMETRIC_OPS:
+        out = _affine(image, _GEOMETRIC_OPS[name](image.shape, m, sign))
+    else:
+        out = _PIXEL_OPS[name](image, m, sign)
+    return jnp.clip(out, 0.0, 1.0).astype(image.dtype)
+
+
+def randaugment(key: jax.Array, image: Image, num_ops: int = 2, magnitude: float = 9.0) -> Image:
+    """RandAugment (Cubuk et al. 2020): `num_ops` ops drawn uniformly, with replacement, per image.
+
+    The 14 ops of the paper, every one applied (no per-op coin; identity is one of them) at
+    magnitude M = `magnitude` on timm's 0..10 scale, m = M / 10, with a random sign where the
+    direction is free: identity; autocontrast; equalize; solarize at threshold 256 - 256m (of
+    255); color, contrast, brightness and sharpness with PIL enhance factors 1 +- 0.9m; posterize
+    to 8 - int(4m) bits; rotate +-30m degrees; shear x / y +-0.3m; translate x / y +-0.45m of the
+    side. Geometric ops turn about the centre and fill with grey (0.5); the image is clipped to
+    [0, 1] after each op. `num_ops=0` returns the image unchanged.
+    """
+    if num_ops <= 0:
+        return image
+    m = float(magnitude) / RANDAUGMENT_MAX_MAGNITUDE
+    pixel_ops = [lambda x, sign, op=op: op(x, m, sign).astype(x.dtype) for op in _PIXEL_OPS.values()]
+    draws = jax.random.uniform(key, (num_ops, 2))  # (op, sign) per layer
+
+    def layer(i: jax.Array, x: Image) -> Image:
+        index = jnp.minimum(jnp.floor(draws[i, 0] * len(RANDAUGMENT_OPS)).astype(jnp.int32), len(RANDAUGMENT_OPS) - 1)
+        sign = jnp.where(draws[i, 1] < 0.5, -1.0, 1.0).astype(x.dtype)
+        pixel = jax.lax.switch(jnp.minimum(index, len(pixel_ops) - 1), pixel_ops, x, sign)
+        transforms = [op(x.shape, m, sign) for op in _GEOMETRIC_OPS.values()]
+        geometric = jnp.clip(index - len(pixel_ops), 0, len(transforms) - 1)
+        matrix = jnp.stack([t[0] for t in transforms])[geometric]
+        offset = jnp.stack([t[1] for t in transforms])[geometric]
+        out = jnp.where(index < len(pixel_ops), pixel, _affine(x, (matrix, offset)))
+        return jnp.clip(out, 0.0, 1.0)
+
+    return jax.lax.fori_loop(0, num_ops, layer, image)  # each op traced once, not once per layer
 
 
 def normalize(image: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
+    """`(image - mean) / std` per channel, with the config's `mean` and `std`."""
     return (image - jnp.asarray(cfg.mean, jnp.float32)) / jnp.asarray(cfg.std, jnp.float32)
 
 
@@ -58,24 +330,78 @@ def to_float(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32) / 255.0
 
 
-def augment_image(key: jax.Array, image: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
-    """One random view of one float image in [0, 1]: crop, flip, jitter, grayscale, normalise."""
-    k_crop, k_flip, k_jitter, k_apply_jitter, k_gray = jax.random.split(key, 5)
-    image = random_resized_crop(k_crop, image, tuple(cfg.crop_scale), tuple(cfg.crop_ratio))
-    image = pix.random_flip_left_right(k_flip, image, probability=cfg.flip_prob)
-    jittered = color_jitter(k_jitter, image, cfg)
-    image = jnp.where(jax.random.uniform(k_apply_jitter) < cfg.jitter_prob, jittered, image)
-    gray = pix.rgb_to_grayscale(image, keep_dims=True) * jnp.ones_like(image)
-    image = jnp.where(jax.random.uniform(k_gray) < cfg.grayscale_prob, gray, image)
+def view_config(cfg: ml_collections.ConfigDict, view_index: int) -> ml_collections.ConfigDict:
+    """The concrete flat config of view `view_index` (0-based): recipe, then the fields set for
+    all views, then those set for this view (`cfg.view{view_index + 1}`); see `config.augment_config`."""
+    from jax_supcon.config import resolve_view
+
+    return resolve_view(cfg, view_index)
+
+
+def _identity_crop(cfg: ml_collections.ConfigDict) -> bool:
+    return tuple(cfg.crop_scale) == (1.0, 1.0) and tuple(cfg.crop_ratio) == (1.0, 1.0)
+
+
+def augment_image(key: jax.Array, image: Image, cfg: ml_collections.ConfigDict, *, crop: bool = True) -> Image:
+    """One random view of one float image in [0, 1], normalised, with one view's (flat) config.
+
+    Order: crop (unless `crop=False` or scale and ratio are both (1, 1)), flip, RandAugment,
+    colour jitter, grayscale, blur, solarize, normalise. Every op and coin has its own key or
+    draw whether or not it is enabled, so turning one op on or off leaves the others' draws alone.
+    """
+    k_crop, k_randaug, k_jitter, k_blur, k_coins = jax.random.split(key, 5)
+    flip_coin, jitter_coin, gray_coin, blur_coin, solarize_coin = jax.random.uniform(k_coins, (5,))
+    if crop and not _identity_crop(cfg):
+        image = random_resized_crop(k_crop, image, tuple(cfg.crop_scale), tuple(cfg.crop_ratio))
+    image = random_apply(flip_coin, cfg.flip_prob, pix.flip_left_right, image)
+    image = randaugment(k_randaug, image, cfg.randaugment_num_ops, cfg.randaugment_magnitude)
+    jitter = functools.partial(
+        color_jitter,
+        k_jitter,
+        brightness=cfg.brightness,
+        contrast=cfg.contrast,
+        saturation=cfg.saturation,
+        hue=cfg.hue,
+    )
+    image = random_apply(jitter_coin, cfg.jitter_prob, jitter, image)
+    image = random_apply(gray_coin, cfg.grayscale_prob, grayscale, image)
+    blur = functools.partial(gaussian_blur, k_blur, sigma=tuple(cfg.blur_sigma))
+    image = random_apply(blur_coin, cfg.blur_prob, blur, image)
+    image = random_apply(solarize_coin, cfg.solarize_prob, solarize, image)
     return normalize(image, cfg)
 
 
 def augment_views(key: jax.Array, images: jax.Array, cfg: ml_collections.ConfigDict, num_views: int) -> jax.Array:
-    """`[batch, H, W, C]` uint8 -> `[batch, views, H, W, C]` float32 augmented views."""
+    """uint8 images -> `[batch, views, H, W, C]` float32 augmented, normalised views.
+
+    `images` is `[batch, H, W, C]` (each view is random-resized-cropped here) or
+    `[batch, num_views, H, W, C]` (views already randomly cropped on the host: no crop here).
+    View `v` uses `view_config(cfg, v)`; example `b` and view `v` use key `split(key)[b * num_views + v]`.
+    """
+    if images.ndim == 5:
+        if images.shape[1] != num_views:
+            raise ValueError(
+                f"host-cropped images have {images.shape[1]} views (axis 1), expected num_views={num_views}"
+            )
+        crop = False
+    elif images.ndim == 4:
+        crop = True
+    else:
+        raise ValueError(f"images must be [B, H, W, C] or [B, V, H, W, C], got shape {images.shape}")
     batch = images.shape[0]
-    keys = jax.random.split(key, batch * num_views).reshape(batch, num_views, -1)
-    per_view = jax.vmap(augment_image, in_axes=(0, None, None))
-    return jax.vmap(per_view, in_axes=(0, 0, None))(keys, to_float(images), cfg)
+    keys = jax.random.split(key, batch * num_views)
+    keys = keys.reshape((batch, num_views) + keys.shape[1:])
+    images = to_float(images)
+    configs = [view_config(cfg, view) for view in range(num_views)]
+    per_image = functools.partial(augment_image, crop=crop)
+    if all(c == configs[0] for c in configs):  # one program over examples and views
+        over_views = jax.vmap(functools.partial(per_image, cfg=configs[0]), in_axes=(0, None if crop else 0))
+        return jax.vmap(over_views)(keys, images)
+    views = [
+        jax.vmap(functools.partial(per_image, cfg=view_cfg))(keys[:, view], images[:, view] if not crop else images)
+        for view, view_cfg in enumerate(configs)
+    ]
+    return jnp.stack(views, axis=1)
 
 
 def preprocess_eval(images: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
