@@ -1,12 +1,18 @@
 """Benchmarks that print figures (one JSON line per measurement); never run as timed tests.
 
     python -m jax_supcon.bench loss [--sizes=1024,4096,16384,65536] [--chunk_size=512] ...
+    python -m jax_supcon.bench input [--batch=256] [--steps=20] [--jpeg_images=512] [--recipe=simclr]
 
 `loss`: time and peak memory of `jax.value_and_grad(supcon_loss)` for N images x views x dim,
 unchunked and chunked. Each case runs in a fresh subprocess, so its peak resident memory
 (`peak_rss_gib`, the whole process: runtime + inputs + loss) is its own; `xla_temp_gib` is
 XLA's planned scratch memory for the compiled program. An unchunked case whose plan exceeds
 `--max_gib` is reported as skipped with its planned size instead of being run.
+
+`input`: the host pipeline's training throughput (images/s and views/s after a warm-up) for
+32x32 images in memory (CIFAR as arrays), 32x32 PNG files (what decoding tfds CIFAR costs) and
+JPEGs of ImageNet-like varying size decoded and cropped to two 224x224 views (generated in a
+temporary folder); then the on-device augmentation time per batch of the `--recipe`.
 """
 
 from __future__ import annotations
@@ -29,8 +35,13 @@ _CHUNK = flags.DEFINE_integer("chunk_size", 512, "Anchor rows per block for the 
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions after one warm-up (median reported).")
 _MAX_GIB = flags.DEFINE_float("max_gib", 12.0, "Skip cases whose XLA plan needs more scratch memory than this.")
 _CASE = flags.DEFINE_string("case", None, "Internal: run one case 'N:CHUNK' in this process.")
+_BATCH = flags.DEFINE_integer("batch", 256, "input: global batch (images).")
+_STEPS = flags.DEFINE_integer("steps", 20, "input: timed batches per case, after warm-up.")
+_JPEG_IMAGES = flags.DEFINE_integer("jpeg_images", 512, "input: JPEG files to generate for the 224px case.")
+_PNG_IMAGES = flags.DEFINE_integer("png_images", 2048, "input: 32x32 PNG files to generate.")
+_RECIPE = flags.DEFINE_string("recipe", "simclr", "input: augmentation recipe timed on the device.")
 
-COMMANDS = ("loss",)
+COMMANDS = ("loss", "input")
 
 
 def _gib(num_bytes: float) -> float:
@@ -105,12 +116,109 @@ def loss_benchmark() -> None:
                 print(lines[-1], flush=True)
 
 
+def _time_batches(batches, steps: int) -> float:
+    """Seconds per batch of an iterator, after two warm-up batches (tf.data spins up its threads)."""
+    for _ in range(2):
+        next(batches)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(batches)
+    return (time.perf_counter() - start) / steps
+
+
+def _write_images(root: str, count: int, sizes: tuple[tuple[int, int], ...], ext: str, classes: int = 10) -> None:
+    """`root/train/<class>/*.ext`: smooth colour gradients with noise (photo-like compressibility)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        height, width = sizes[i % len(sizes)]
+        ys, xs = np.mgrid[0:height, 0:width] / max(height, width)
+        base = rng.uniform(0, 255, 3) * (0.5 + 0.5 * np.sin(6 * xs + rng.uniform(0, 6)))[..., None]
+        pixels = np.clip(base + 40 * ys[..., None] + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+        directory = os.path.join(root, "train", f"c{i % classes}")
+        os.makedirs(directory, exist_ok=True)
+        Image.fromarray(pixels).save(os.path.join(directory, f"{i}.{ext}"), quality=90)
+
+
+def input_benchmark() -> None:
+    """Host pipeline throughput for three kinds of data, then on-device augmentation time."""
+    import tempfile
+
+    import jax
+    import ml_collections
+
+    from jax_supcon.config import augment_config
+    from jax_supcon.data import augment, pipeline, sources
+
+    batch, steps = _BATCH.value, _STEPS.value
+    host_views = pipeline.HostViews(views=2)
+    rng = np.random.default_rng(0)
+    arrays = rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8)
+    cases = [
+        ("32px_in_memory", sources.in_memory_source("cifar_like", "train", arrays, arrays[:, 0, 0, 0] % 10, 10, 32))
+    ]
+    with tempfile.TemporaryDirectory() as root:
+        _write_images(os.path.join(root, "png"), _PNG_IMAGES.value, ((32, 32),), "png")
+        _write_images(os.path.join(root, "jpeg"), _JPEG_IMAGES.value, ((375, 500), (500, 333), (400, 400)), "jpg")
+        for name, folder, size in (("32px_png_files", "png", 32), ("224px_jpeg_files_2_views", "jpeg", 224)):
+            data = ml_collections.ConfigDict(
+                dict(
+                    name=f"folder:{os.path.join(root, folder)}",
+                    image_size=size,
+                    train_split="train",
+                    eval_split="train",
+                    verify_files=False,
+                    skip_corrupt=False,
+                    eval_crop_fraction=0.875,
+                )
+            )
+            cases.append((name, sources.load_source(data, "train")))
+        for name, source in cases:
+            seconds = _time_batches(
+                pipeline.train_batches(source, global_batch=batch, seed=0, host_views=host_views), steps
+            )
+            views = 2 if source.image_shape is None else 0  # fixed-size images get their views on device
+            record = {"bench": "input", "case": name, "batch": batch, "images_per_s": round(batch / seconds, 1)}
+            if views:
+                record["host_views_per_s"] = round(views * batch / seconds, 1)
+            print(json.dumps(record | {"host_cpus": os.cpu_count()}), flush=True)
+    cfg = augment_config(_RECIPE.value)
+    for name, shape in (("device_augment_32px", (batch, 32, 32, 3)), ("device_augment_224px", (batch, 2, 224, 224, 3))):
+        images = jax.device_put(rng.integers(0, 256, shape, dtype=np.uint8))
+        fn = jax.jit(lambda key, x: augment.augment_views(key, x, cfg, 2))
+        jax.block_until_ready(fn(jax.random.PRNGKey(0), images))
+        times = []
+        for i in range(max(3, steps // 4)):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(jax.random.PRNGKey(i), images))
+            times.append(time.perf_counter() - start)
+        median = float(np.median(times))
+        print(
+            json.dumps(
+                {
+                    "bench": "input",
+                    "case": name,
+                    "recipe": _RECIPE.value,
+                    "batch": batch,
+                    "ms_per_batch": round(1000 * median, 2),
+                    "views_per_s": round(2 * batch / median, 1),
+                    "device": jax.devices()[0].device_kind,
+                }
+            ),
+            flush=True,
+        )
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(f"usage: python -m jax_supcon.bench {{{'|'.join(COMMANDS)}}} [--flags]; got {argv[1:]}")
     if _CASE.value:
         images, chunk = (int(part) for part in _CASE.value.split(":"))
         print(json.dumps(run_loss_case(images, chunk or None)), flush=True)
+        return
+    if argv[1] == "input":
+        input_benchmark()
         return
     loss_benchmark()
 

@@ -7,7 +7,8 @@ shardings XLA inserts the collectives: BatchNorm and the loss see the global bat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import collections
+from collections.abc import Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -41,3 +42,16 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
     """This process's rows of every field -> global arrays sharded over `data`."""
     sharding = data_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def prefetch_to_device(
+    batches: Iterator[Mapping[str, np.ndarray]], mesh: Mesh, size: int = 2
+) -> Iterator[dict[str, jax.Array]]:
+    """Global arrays of the next `size` host batches, copied to the devices ahead of the step that
+    uses them (transfers are asynchronous, so they overlap with the running step)."""
+    queue: collections.deque = collections.deque()
+    for batch in batches:
+        queue.append(to_global(batch, mesh))
+        if len(queue) > size:
+            yield queue.popleft()
+    yield from queue

@@ -131,3 +131,34 @@ def training_curves(records: Sequence[dict], path: str, *, title: str = "") -> s
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def augmentation_grid(
+    originals: np.ndarray,
+    views: np.ndarray,
+    labels: np.ndarray,
+    path: str,
+    *,
+    title: str,
+    column_titles: Sequence[str],
+) -> str:
+    """One row per example: `originals` [N, H, W, 3] next to its `views` [N, V, H, W, 3] (floats in
+    [0, 1]), each row labelled with its class; small images are shown enlarged, pixel for pixel."""
+    rows, columns = views.shape[0], views.shape[1] + 1
+    cell = 1.4
+    fig, axes = plt.subplots(rows, columns, figsize=(cell * columns, cell * rows + 0.5), dpi=100, squeeze=False)
+    for row in range(rows):
+        for column in range(columns):
+            ax = axes[row, column]
+            ax.imshow(originals[row] if column == 0 else views[row, column - 1], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(column_titles[column], fontsize=9)
+        axes[row, 0].set_ylabel(f"class {labels[row]}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -29,4 +29,29 @@ def test_unknown_benchmark_is_a_usage_error():
     result = subprocess.run(
         [sys.executable, "-m", "jax_supcon.bench", "lose"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
-    assert result.returncode != 0 and "usage: python -m jax_supcon.bench {loss}" in result.stderr
+    assert result.returncode != 0 and "usage: python -m jax_supcon.bench {loss|input}" in result.stderr
+
+
+def test_input_benchmark_prints_every_case():
+    argv = ["input", "--batch=8", "--steps=1", "--jpeg_images=16", "--png_images=16", "--recipe=byol"]
+    result = subprocess.run(
+        [sys.executable, "-m", "jax_supcon.bench", *argv],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_NUM_CPU_DEVICES="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = {
+        r["case"]: r for r in map(json.loads, filter(lambda line: line.startswith("{"), result.stdout.splitlines()))
+    }
+    assert sorted(records) == [
+        "224px_jpeg_files_2_views",
+        "32px_in_memory",
+        "32px_png_files",
+        "device_augment_224px",
+        "device_augment_32px",
+    ]
+    assert records["224px_jpeg_files_2_views"]["host_views_per_s"] > 0
+    assert records["32px_in_memory"]["images_per_s"] > 0 and records["device_augment_32px"]["ms_per_batch"] > 0

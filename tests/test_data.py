@@ -1,19 +1,32 @@
-"""Digits source, host pipeline (shapes, dtypes, reproducibility, process shares) and augmentation."""
+"""Sources (digits, synthetic, folder, tfds mock data), the host pipeline (shapes, reproducibility,
+resume, process shares, class balance, evaluation padding) and device prefetch."""
 
-import jax
-import jax.numpy as jnp
-import ml_collections
+import os
+
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
 
-from jax_supcon.config import augment_config
-from jax_supcon.data import augment, pipeline, sources
+from jax_supcon import parallel
+from jax_supcon.config import base_config, validate_config
+from jax_supcon.data import pipeline, sources
+
+
+def data_config(**overrides):
+    data = base_config().data
+    data.update(overrides)
+    return data
 
 
 @pytest.fixture(scope="module")
 def digits():
-    data = ml_collections.ConfigDict(dict(name="digits", image_size=16))
+    data = data_config(name="digits", image_size=16)
     return sources.load_source(data, "train"), sources.load_source(data, "test")
+
+
+def take(iterator, n):
+    return [next(iterator) for _ in range(n)]
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint(digits):
@@ -21,37 +34,74 @@ def test_digits_split_is_fixed_stratified_and_disjoint(digits):
     assert (train.num_examples, test.num_examples) == (1437, 360) and train.num_classes == 10
     assert train.images.shape == (1437, 16, 16, 3) and train.images.dtype == np.uint8
     assert train.labels.dtype == np.int32 and train.images.max() == 255
+    assert train.indexable and train.fixed_size
     # Stratified: each class is ~20% test, never far off.
     test_share = np.bincount(test.labels, minlength=10) / np.bincount(np.concatenate([train.labels, test.labels]))
     assert np.all(np.abs(test_share - 0.2) < 0.02)
     # Disjoint: no test image appears in the training split.
     train_rows = {image.tobytes() for image in train.images}
     assert sum(image.tobytes() in train_rows for image in test.images) <= 2  # digits has a few duplicate images
-    again = sources.load_source(ml_collections.ConfigDict(dict(name="digits", image_size=16)), "test")
+    again = sources.load_source(data_config(name="digits", image_size=16), "test")
     np.testing.assert_array_equal(again.images, test.images)
 
 
-def test_unknown_source_is_a_clear_error():
-    with pytest.raises(ValueError, match="data.name='mnist_typo'"):
-        sources.load_source(ml_collections.ConfigDict(dict(name="mnist_typo", image_size=8)), "train")
+@pytest.mark.parametrize(
+    "name, error, message",
+    [
+        ("mnist_typo", ValueError, "data.name='mnist_typo'; allowed: 'digits', 'synthetic', 'folder:PATH'"),
+        ("", ValueError, "data.name=''; allowed"),
+        ("folder:/no/such/dir", FileNotFoundError, "data.name='folder:/no/such/dir': '/no/such/dir' does not exist"),
+        ("glue", ValueError, "data.name='glue' is not an image classification data set"),
+    ],
+)
+def test_bad_data_names_are_one_line_errors(name, error, message):
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")) as raised:
+        sources.load_source(data_config(name=name, image_size=8), "train")
+    assert "\n" not in str(raised.value)
 
 
-def take(iterator, n):
-    return [next(iterator) for _ in range(n)]
+def test_validate_config_checks_the_data_block():
+    for key, value, message in [
+        ("name", "", "data.name=''"),
+        ("image_size", 0, "data.image_size=0"),
+        ("eval_crop_fraction", 1.5, "data.eval_crop_fraction=1.5"),
+        ("samples_per_class", 3, "data.samples_per_class=3 must be 0 .off. or divide batch_size=256"),
+        ("num_classes", 0, "data.num_classes=0"),
+    ]:
+        config = base_config()
+        config.total_steps = 1
+        config.data[key] = value
+        with pytest.raises(ValueError, match=message):
+            validate_config(config)
+
+
+def test_unprepared_tfds_data_set_names_the_fix(tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match="data.name='cifar10': not prepared in .*`tfds build cifar10 --data_dir=DIR`"
+    ):
+        sources.load_source(data_config(name="cifar10", tfds_data_dir=str(tmp_path)), "train")
 
 
 def test_train_batches_shapes_dtypes_and_reproducibility(digits):
     train, _ = digits
-    first = take(pipeline.train_batches(train, global_batch=64, seed=3), 30)  # > 1 epoch (22 batches)
+    first = take(pipeline.train_batches(train, global_batch=64, seed=3), 30)  # > 1 epoch (22.4 batches)
     assert first[0]["image"].shape == (64, 16, 16, 3) and first[0]["image"].dtype == np.uint8
     assert first[0]["label"].shape == (64,) and first[0]["label"].dtype == np.int32
     again = take(pipeline.train_batches(train, global_batch=64, seed=3), 30)
     for a, b in zip(first, again, strict=True):
-        np.testing.assert_array_equal(a["label"], b["label"])
+        np.testing.assert_array_equal(a["image"], b["image"])
     other = next(pipeline.train_batches(train, global_batch=64, seed=4))
     assert not np.array_equal(other["label"], first[0]["label"])
     # Epochs are reshuffled: epoch 2 does not repeat epoch 1's order.
-    assert not np.array_equal(first[0]["label"], first[22]["label"])
+    assert not np.array_equal(first[0]["label"], first[23]["label"])
+
+
+def test_every_example_is_seen_once_per_epoch():
+    n, batch = 50, 8
+    seen = np.concatenate([pipeline.shuffled_indices(n, batch, seed=0, step=s) for s in range(25)])  # 4 epochs
+    for epoch in range(4):
+        np.testing.assert_array_equal(np.sort(seen[epoch * n : (epoch + 1) * n]), np.arange(n))
+    assert not np.array_equal(seen[:n], seen[n : 2 * n])
 
 
 def test_resuming_at_a_step_continues_the_same_stream(digits):
@@ -62,15 +112,17 @@ def test_resuming_at_a_step_continues_the_same_stream(digits):
         np.testing.assert_array_equal(a["image"], b["image"])
 
 
-def test_each_process_reads_a_disjoint_share_of_the_global_batch(digits):
+def test_processes_read_disjoint_slices_that_make_up_the_global_batch(digits):
     train, _ = digits
+    whole = take(pipeline.train_batches(train, global_batch=64, seed=0), 3)
     shares = [
-        next(pipeline.train_batches(train, global_batch=64, seed=0, process_index=i, process_count=2)) for i in (0, 1)
+        take(pipeline.train_batches(train, global_batch=64, seed=0, process_index=i, process_count=2), 3)
+        for i in (0, 1)
     ]
-    assert shares[0]["image"].shape == (32, 16, 16, 3)
-    seen = [{img.tobytes() for img in share["image"]} for share in shares]
-    per_process_rows = [{img.tobytes() for img in train.images[i::2]} for i in (0, 1)]
-    assert seen[0] <= per_process_rows[0] and seen[1] <= per_process_rows[1]
+    for step in range(3):
+        assert shares[0][step]["image"].shape == (32, 16, 16, 3)
+        joined = np.concatenate([shares[0][step]["image"], shares[1][step]["image"]])
+        np.testing.assert_array_equal(joined, whole[step]["image"])  # 2 processes = 1 process, same batches
 
 
 def test_eval_batches_cover_every_example_once_with_padding_masked(digits):
@@ -82,6 +134,24 @@ def test_eval_batches_cover_every_example_once_with_padding_masked(digits):
     np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[:360], test.labels)
 
 
+def assert_each_example_once_across_processes(source, global_batch, process_count=2):
+    runs = [
+        list(pipeline.eval_batches(source, global_batch=global_batch, process_index=p, process_count=process_count))
+        for p in range(process_count)
+    ]
+    assert len({len(run) for run in runs}) == 1  # every process runs the same number of steps
+    index = np.concatenate([b["index"] for run in runs for b in run])
+    mask = np.concatenate([b["mask"] for run in runs for b in run])
+    np.testing.assert_array_equal(np.sort(index[mask == 1]), np.arange(source.num_examples))
+    assert np.all(index[mask == 0] == -1)
+    return runs
+
+
+def test_two_processes_evaluate_each_example_exactly_once(digits):
+    _, test = digits
+    assert_each_example_once_across_processes(test, global_batch=48)
+
+
 def test_batch_errors_are_clear(digits):
     train, _ = digits
     with pytest.raises(ValueError, match="batch_size=4096 is larger than the training split"):
@@ -90,50 +160,173 @@ def test_batch_errors_are_clear(digits):
         pipeline.train_batches(train, global_batch=63, seed=0, process_count=2)
 
 
-def test_augmented_views_shapes_range_and_determinism(digits):
+# ------------------------------------------------------------------------------ class balance
+
+
+def test_class_balanced_batches_hold_m_examples_of_distinct_classes(digits):
     train, _ = digits
-    cfg = augment_config()
-    images = jnp.asarray(train.images[:8])
-    fn = jax.jit(lambda key, x: augment.augment_views(key, x, cfg, 2))
-    views = fn(jax.random.PRNGKey(0), images)
-    assert views.shape == (8, 2, 16, 16, 3) and views.dtype == jnp.float32
-    pixels = np.asarray(views) * np.asarray(cfg.std) + np.asarray(cfg.mean)
-    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
-    np.testing.assert_array_equal(views, fn(jax.random.PRNGKey(0), images))
-    assert not np.allclose(views[:, 0], views[:, 1])
-    assert not np.allclose(views, fn(jax.random.PRNGKey(1), images))
+    batches = take(pipeline.train_batches(train, global_batch=20, seed=0, samples_per_class=4), 5)
+    for batch in batches:
+        classes, counts = np.unique(batch["label"], return_counts=True)
+        assert len(classes) == 5 and np.all(counts == 4)
+    resumed = next(pipeline.train_batches(train, global_batch=20, seed=0, samples_per_class=4, start_step=4))
+    np.testing.assert_array_equal(resumed["image"], batches[4]["image"])
 
 
-def test_identity_recipe_returns_the_normalised_image(digits):
+def test_class_balanced_sampling_repeats_a_class_with_too_few_examples():
+    by_class = [np.array([0]), np.array([1, 2]), np.array([3, 4, 5])]
+    for step in range(5):
+        indices = pipeline.class_balanced_indices(by_class, global_batch=6, samples_per_class=2, seed=0, step=step)
+        groups = {tuple(sorted(indices[k : k + 2].tolist())) for k in range(0, 6, 2)}
+        assert (0, 0) in groups  # the one-example class is drawn with replacement
+        assert (1, 2) in groups  # exactly two examples: both, without replacement
+        (third,) = groups - {(0, 0), (1, 2)}
+        assert len(set(third)) == 2 and set(third) <= {3, 4, 5}
+
+
+def test_class_balanced_errors_are_clear(digits):
     train, _ = digits
-    cfg = augment_config(
-        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0
+    with pytest.raises(ValueError, match="needs 11 classes per batch; 'digits' has 10"):
+        pipeline.train_batches(train, global_batch=22, seed=0, samples_per_class=2)
+    with pytest.raises(ValueError, match="data.samples_per_class=3 must be >= 1 and divide batch_size=20"):
+        pipeline.train_batches(train, global_batch=20, seed=0, samples_per_class=3)
+
+
+# ---------------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_images_are_a_function_of_their_index():
+    data = data_config(name="synthetic", image_size=12, num_train_examples=40, num_classes=4)
+    source = sources.load_source(data, "train")
+    assert (source.num_examples, source.num_classes, source.image_shape) == (40, 4, (12, 12, 3))
+    batch = next(pipeline.train_batches(source, global_batch=8, seed=0))
+    assert batch["image"].shape == (8, 12, 12, 3) and batch["image"].dtype == np.uint8
+    evaluated = list(pipeline.eval_batches(source, global_batch=40))[0]
+    np.testing.assert_array_equal(evaluated["label"], np.arange(40) % 4)
+    again = list(pipeline.eval_batches(sources.load_source(data, "train"), global_batch=40))[0]
+    np.testing.assert_array_equal(again["image"], evaluated["image"])
+    assert sources.load_source(data_config(name="synthetic", image_size=12), "test").num_examples == 512
+
+
+# ----------------------------------------------------------------------------- image folders
+
+
+def write_folder(root, corrupt=True):
+    """train/{cat,dog} and test/{cat,dog}: RGB JPEGs and PNGs of varying size, one grayscale PNG,
+    one RGBA PNG and (optionally) one corrupt JPEG."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 5), ("test", 2)):
+        for label, name in enumerate(("cat", "dog")):
+            os.makedirs(root / split / name)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (20 + 3 * i, 30 - 2 * i, 3), dtype=np.uint8)
+                pixels[..., label] = 255  # class colour: cats are red, dogs green
+                ext = "png" if i % 2 else "jpg"
+                Image.fromarray(pixels).save(root / split / name / f"{i}.{ext}")
+    Image.fromarray(rng.integers(0, 256, (17, 23), dtype=np.uint8), mode="L").save(root / "train" / "cat" / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (19, 21, 4), dtype=np.uint8), mode="RGBA").save(
+        root / "train" / "dog" / "rgba.png"
     )
-    images = jnp.asarray(train.images[:4])
-    views = augment.augment_views(jax.random.PRNGKey(0), images, cfg, 1)[:, 0]
-    np.testing.assert_allclose(views, augment.preprocess_eval(images, cfg), atol=1e-5)
+    (root / "train" / "dog" / "notes.txt").write_text("not an image")
+    if corrupt:
+        (root / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
 
 
-def test_random_resized_crop_zooms_into_the_image():
-    image = jnp.zeros((16, 16, 3)).at[:8].set(1.0)  # top half white
-    crops = jax.vmap(lambda k: augment.random_resized_crop(k, image, scale=(0.1, 0.1), ratio=(1.0, 1.0)))(
-        jax.random.split(jax.random.PRNGKey(0), 64)
+def test_folder_with_a_corrupt_file_is_an_error_naming_it(tmp_path):
+    write_folder(tmp_path)
+    data = data_config(name=f"folder:{tmp_path}", image_size=8)
+    with pytest.raises(ValueError, match=r"cannot read image '.*/train/dog/broken.jpg' \(1 unreadable"):
+        sources.load_source(data, "train")
+
+
+def test_folder_skip_corrupt_decodes_every_format_to_rgb(tmp_path):
+    write_folder(tmp_path)
+    data = data_config(name=f"folder:{tmp_path}", image_size=8, skip_corrupt=True)
+    train = sources.load_source(data, "train")
+    assert train.skipped == (str(tmp_path / "train" / "dog" / "broken.jpg"),)
+    assert (train.num_examples, train.num_classes, train.image_shape) == (12, 2, None)
+    np.testing.assert_array_equal(train.labels, [0] * 6 + [1] * 6)  # sorted names: cat 0, dog 1
+    views = next(pipeline.train_batches(train, global_batch=12, seed=0, host_views=pipeline.HostViews(views=2)))
+    assert views["image"].shape == (12, 2, 8, 8, 3) and views["image"].dtype == np.uint8
+    assert not np.array_equal(views["image"][:, 0], views["image"][:, 1])  # two different crops
+    again = next(pipeline.train_batches(train, global_batch=12, seed=0, host_views=pipeline.HostViews(views=2)))
+    np.testing.assert_array_equal(views["image"], again["image"])  # host crops are seeded
+    centre = next(
+        pipeline.train_batches(train, global_batch=12, seed=0, host_views=pipeline.HostViews(random_crop=False))
     )
-    means = np.asarray(crops.mean(axis=(1, 2, 3)))
-    assert means.min() < 0.05 and means.max() > 0.95  # small crops land fully in one half or the other
+    assert centre["image"].shape == (12, 8, 8, 3)
+    test = sources.load_source(data, "test")
+    (batch,) = assert_each_example_once_across_processes(test, global_batch=4, process_count=1)[0][:1]
+    assert batch["image"].shape == (4, 8, 8, 3)
+    # Class colour survives decode + centre crop: red cats, green dogs (JPEG noise aside).
+    cats = np.concatenate([b["image"][b["label"] == 0] for b in assert_each_example_once_across_processes(test, 4)[0]])
+    assert cats[..., 0].mean() > 200
 
 
-def test_flip_and_grayscale_are_applied_at_their_probabilities():
-    image = jnp.tile(jnp.linspace(0, 1, 8)[None, :, None], (8, 1, 3)) * jnp.array([1.0, 0.5, 0.2])
-    cfg = augment_config(
-        crop_scale=(1.0, 1.0),
-        crop_ratio=(1.0, 1.0),
-        flip_prob=1.0,
-        jitter_prob=0.0,
-        grayscale_prob=1.0,
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
-    )
-    out = augment.augment_image(jax.random.PRNGKey(0), image, cfg)
-    assert float(out[0, 0, 0]) > float(out[0, -1, 0])  # mirrored: the bright side is now on the left
-    np.testing.assert_allclose(out[..., 0], out[..., 1], atol=1e-6)  # grey: channels equal
+def test_center_view_crops_the_middle_of_the_shorter_side():
+    image = np.zeros((40, 80, 3), np.uint8)
+    image[:, 30:50] = 255  # a white band in the middle of a wide image
+    view = pipeline.center_view(image, 8, 0.5).numpy()  # shorter side to 16, central 8x8 of 16x32
+    assert view.shape == (8, 8, 3) and view.min() > 200
+
+
+# --------------------------------------------------------------------- tfds (under mock data)
+
+
+def test_mock_cifar10_is_fixed_size_and_resumes_exactly():
+    with tfds.testing.mock_data(num_examples=40):
+        train = sources.load_source(data_config(name="cifar10", image_size=32), "train")
+        assert (train.num_examples, train.num_classes, train.image_shape, train.indexable) == (
+            40,
+            10,
+            (32, 32, 3),
+            False,
+        )
+        straight = take(pipeline.train_batches(train, global_batch=16, seed=1, shuffle_buffer=40), 6)
+        resumed = take(pipeline.train_batches(train, global_batch=16, seed=1, shuffle_buffer=40, start_step=4), 2)
+        assert straight[0]["image"].shape == (16, 32, 32, 3)
+        for a, b in zip(straight[4:], resumed, strict=True):
+            np.testing.assert_array_equal(a["image"], b["image"])
+        epoch = np.concatenate([b["label"] for b in straight[:5]])[:40]  # 2.5 batches of 16 = one epoch
+        test = sources.load_source(data_config(name="cifar10", image_size=32), "test")
+        assert_each_example_once_across_processes(test, global_batch=12)
+    assert epoch.shape == (40,)
+
+
+def test_mock_imagenet_crops_views_on_the_host():
+    with tfds.testing.mock_data(num_examples=20):
+        data = data_config(name="imagenet2012", image_size=16, eval_split="validation")
+        train = sources.load_source(data, "train")
+        assert train.image_shape is None and train.num_classes == 1000
+        batch = next(pipeline.train_batches(train, global_batch=4, seed=0, host_views=pipeline.HostViews(views=2)))
+        assert batch["image"].shape == (4, 2, 16, 16, 3)
+        runs = assert_each_example_once_across_processes(sources.load_source(data, "test"), global_batch=8)
+        assert runs[0][0]["image"].shape == (4, 16, 16, 3)
+
+
+# ----------------------------------------------------------------------------------- devices
+
+
+def test_prefetch_to_device_keeps_order_and_shards_over_the_mesh():
+    mesh = parallel.create_mesh()
+    batches = [{"x": np.full((8, 2), i, np.float32)} for i in range(5)]
+    out = list(parallel.prefetch_to_device(iter(batches), mesh, size=2))
+    assert [float(b["x"][0, 0]) for b in out] == [0, 1, 2, 3, 4]
+    assert out[0]["x"].sharding == parallel.data_sharding(mesh)
+
+
+def test_preview_writes_a_grid_of_examples_by_views(tmp_path):
+    from configs import digits_supcon
+    from jax_supcon.preview import augmentation_preview
+
+    write_folder(tmp_path / "data", corrupt=False)
+    config = digits_supcon.get_config()
+    config.data.name = f"folder:{tmp_path / 'data'}"
+    config.data.image_size = 16
+    config.augment.recipe = "byol"
+    path = augmentation_preview(config, str(tmp_path / "grid.png"), images=3, views=2)
+    grid = np.asarray(Image.open(path))
+    assert grid.shape[0] > grid.shape[1] > 300  # 3 rows x (original + 2 views), 1.4 inch cells at 100 dpi
+    assert grid[..., :3].std() > 10  # not blank
+    with pytest.raises(ValueError, match="--images=0 and --views=2 must be >= 1"):
+        augmentation_preview(config, str(tmp_path / "none.png"), images=0, views=2)

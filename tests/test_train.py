@@ -144,10 +144,18 @@ def test_cli_runs_a_config_with_overrides_and_resumes_it(tmp_path):
     assert saved["loss"]["name"] == "simclr" and saved["model"]["name"] == "resnet_tiny"
 
 
-def test_cli_rejects_a_bad_value_in_one_line(tmp_path):
-    result = run_cli("--config=configs/digits_supcon.py", f"--workdir={tmp_path}", "--config.loss.name=supcn")
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.loss.name=supcn", "loss.name='supcn'; allowed: ('supcon', 'simclr', 'pair', 'triplet')"),
+        ("--config.data.name=folder:/no/such", "data.name='folder:/no/such': '/no/such' does not exist; expected"),
+        ("--config.data.name=cifar_10", "data.name='cifar_10'; allowed: 'digits', 'synthetic', 'folder:PATH' or"),
+    ],
+)
+def test_cli_rejects_a_bad_value_in_one_line(tmp_path, override, message):
+    result = run_cli("--config=configs/digits_supcon.py", f"--workdir={tmp_path}", override)
     assert result.returncode != 0
-    assert "jax-supcon: error: loss.name='supcn'; allowed: ('supcon', 'simclr', 'pair', 'triplet')" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"jax-supcon: error: {message}")
     assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
 
 
@@ -228,3 +236,28 @@ def test_stage_two_takes_the_pretrained_model_and_refuses_another_image_size(pre
     with pytest.raises(ValueError, match=r"data.image_size=16 differs from the pretrained run's 8"):
         linear_eval.train_and_evaluate(linear_config, str(tmp_path / "other"), mesh=mesh)
     assert not (tmp_path / "other").exists()
+
+
+def test_mock_cifar10_and_imagenet_train_end_to_end(pretrain_config, linear_config, tmp_path, mesh):
+    """tfds data sets under mock data, into real training steps: CIFAR-10 (fixed 32x32, resized on
+    the host, cropped on device) and ImageNet (JPEGs of varying size, two views cropped on the
+    host), then stage 2 on ImageNet with host-cropped single views."""
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=32):
+        cifar = pretrain_config.copy_and_resolve_references()
+        cifar.data.name = "cifar10"
+        cifar.total_steps = 2
+        summary = pretrain.train_and_evaluate(cifar, str(tmp_path / "cifar"), mesh=mesh)
+        assert np.isfinite(summary["final_loss"])
+        imagenet = pretrain_config.copy_and_resolve_references()
+        imagenet.data.name = "imagenet2012"
+        imagenet.data.eval_split = "validation"
+        imagenet.total_steps = 2
+        summary = pretrain.train_and_evaluate(imagenet, str(tmp_path / "imagenet"), mesh=mesh)
+        assert np.isfinite(summary["final_loss"])
+        linear_config.data = imagenet.data
+        linear_config.pretrained_workdir = str(tmp_path / "imagenet")
+        linear_config.total_steps = 2
+        summary = linear_eval.train_and_evaluate(linear_config, str(tmp_path / "linear"), mesh=mesh)
+        assert summary["test_examples"] == 32 and 0 <= summary["test_top1"] <= 1

@@ -1,49 +1,113 @@
-"""Data sources: a name from the config -> examples `{image: uint8 HxWx3, label: int32}`.
+"""Data sources: `data.name` -> a `Source` of examples `{image: uint8 HxWx3, label: int32}`.
 
-Every source is an in-memory or tf.data-backed `Source` with `num_examples` and `num_classes`, so
-the host pipeline does not care where the images came from. The walking skeleton ships `digits`
-(scikit-learn's 1,797 real 8x8 handwritten digits, embedded, no download).
+Names: `digits` (scikit-learn's 1,797 handwritten digits, embedded), `synthetic` (random images,
+for benchmarks), `folder:PATH` (`PATH/<split>/<class>/*.{jpg,jpeg,png}`) and any tfds
+image-classification data set (`cifar10`, `imagenet2012`, ...; prepared under `data.tfds_data_dir`).
+
+Two kinds, which the host pipeline treats differently:
+- *indexable* (digits, synthetic, folder): every label is known and example `i` can be loaded on
+  its own, so a batch is a list of indices. Shuffles are exact global permutations, resuming at
+  any step costs nothing, class-balanced batches are possible, and any number of processes sees
+  the same global batches (each loads only its slice).
+- *streamed* (tfds): undecoded records are read per process share (`tfds.split_for_jax_process`),
+  shuffled in a buffer and decoded on the fly.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 import numpy as np
 
-SPLITS = ("train", "test")
+BUILTIN_SOURCES = ("digits", "synthetic")
+FOLDER_PREFIX = "folder:"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+ALLOWED_NAMES = "'digits', 'synthetic', 'folder:PATH' or a tfds image-classification name such as 'cifar10'"
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed, independent of config.seed: the test set never changes
+SYNTHETIC_DEFAULT_EXAMPLES = {"train": 4096, "test": 512}
+SYNTHETIC_DEFAULT_CLASSES = 10
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """An in-memory image classification split."""
+    """One split of an image classification data set, prepared for `image_size` x `image_size`.
 
-    images: np.ndarray  # uint8 [N, H, W, 3]
-    labels: np.ndarray  # int32 [N]
+    Indexable sources have `labels` and either `images` (in memory) or `load` (a TensorFlow
+    function: int64 index -> uint8 image); streamed sources have `records` and `decode`.
+    `image_shape` is the shape every image has, or None when sizes vary (decoded JPEGs).
+    """
+
+    name: str
+    split: str
+    num_examples: int
     num_classes: int
-
-    @property
-    def num_examples(self) -> int:
-        return int(self.labels.shape[0])
+    image_size: int
+    image_shape: tuple[int, int, int] | None
+    crop_fraction: float = 0.875  # evaluation views of varying-size images: centre crop of size / fraction
+    labels: np.ndarray | None = None  # int32 [N]
+    images: np.ndarray | None = None  # uint8 [N, H, W, 3]
+    load: Callable[[Any], Any] | None = None
+    records: Callable[[int, int], Any] | None = None  # (process_index, process_count) -> tf.data of records
+    decode: Callable[[dict], tuple[Any, Any]] | None = None  # record -> (uint8 image, int32 label)
+    skipped: tuple[str, ...] = ()  # unreadable files left out (folder with data.skip_corrupt)
 
     def __post_init__(self):
-        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+        if self.images is not None and (
+            self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3
+        ):
             raise ValueError(f"images must be uint8 [N, H, W, 3], got {self.images.dtype} {self.images.shape}")
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels must be [{self.images.shape[0]}], got {self.labels.shape}")
+        if self.labels is not None and self.labels.shape != (self.num_examples,):
+            raise ValueError(f"labels must be [{self.num_examples}], got {self.labels.shape}")
+        if self.num_examples < 1:
+            raise ValueError(f"{self.name} split {self.split!r} has no examples")
+
+    @property
+    def indexable(self) -> bool:
+        return self.labels is not None
+
+    @property
+    def fixed_size(self) -> bool:
+        """Whether every image already has the training size (the host then has nothing to do)."""
+        return self.image_shape == (self.image_size, self.image_size, 3)
+
+
+def _tf():
+    """TensorFlow for the input pipeline only: never let it claim an accelerator."""
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")
+    return tf
 
 
 def _resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of a uint8 batch to `size` x `size` (host side, once)."""
     if images.shape[1:3] == (size, size):
         return images
-    import tensorflow as tf
-
+    tf = _tf()
     resized = tf.image.resize(tf.convert_to_tensor(images, tf.float32), (size, size), method="bilinear")
     return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
+
+
+def in_memory_source(name: str, split: str, images: np.ndarray, labels: np.ndarray, num_classes: int, image_size: int):
+    """A `Source` over numpy arrays, resized once to `image_size` (what `digits` is)."""
+    images = _resize_uint8(images, image_size)
+    return Source(
+        name=name,
+        split=split,
+        num_examples=int(labels.shape[0]),
+        num_classes=num_classes,
+        image_size=image_size,
+        image_shape=tuple(images.shape[1:]),
+        labels=labels.astype(np.int32),
+        images=images,
+    )
 
 
 def digits_split(split: str, image_size: int) -> Source:
@@ -51,6 +115,8 @@ def digits_split(split: str, image_size: int) -> Source:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    if split not in ("train", "test"):
+        raise ValueError(f"digits split {split!r}; allowed: ('train', 'test')")
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # ink 0..16 -> 0..255
     labels = digits.target.astype(np.int32)
@@ -62,14 +128,220 @@ def digits_split(split: str, image_size: int) -> Source:
     )
     index = np.sort(train_idx if split == "train" else test_idx)
     rgb = np.repeat(images[index][..., None], 3, axis=-1)
-    return Source(images=_resize_uint8(rgb, image_size), labels=labels[index], num_classes=10)
+    return in_memory_source("digits", split, rgb, labels[index], 10, image_size)
 
 
-def load_source(data_config: ml_collections.ConfigDict, split: str) -> Source:
-    """The source named by `data.name`, for `split` in ("train", "test")."""
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r}; allowed: {SPLITS}")
-    name = data_config.name
-    if name == "digits":
-        return digits_split(split, data_config.image_size)
-    raise ValueError(f"data.name={name!r}; allowed: 'digits' (tfds, folder: and synthetic come with the data issue)")
+def synthetic_split(split: str, data: ml_collections.ConfigDict) -> Source:
+    """Random images made on the fly from their index (no memory, any size), with a faint
+    class-dependent tint so a model can learn something; label = index mod num_classes."""
+    tf = _tf()
+    size = data.image_size
+    num_examples = data.get("num_train_examples" if split == "train" else "num_eval_examples")
+    num_examples = int(num_examples or SYNTHETIC_DEFAULT_EXAMPLES["train" if split == "train" else "test"])
+    num_classes = int(data.get("num_classes") or SYNTHETIC_DEFAULT_CLASSES)
+    labels = (np.arange(num_examples) % num_classes).astype(np.int32)
+    split_seed = 0 if split == "train" else 1
+    tints = tf.constant(np.random.default_rng(0).integers(0, 64, (num_classes, 3)), tf.int32)
+
+    def load(index):
+        noise = tf.random.stateless_uniform([size, size, 3], [split_seed, index], 0, 192, tf.int32)
+        return tf.cast(noise + tints[tf.cast(index % num_classes, tf.int32)], tf.uint8)
+
+    return Source(
+        name="synthetic",
+        split=split,
+        num_examples=num_examples,
+        num_classes=num_classes,
+        image_size=size,
+        image_shape=(size, size, 3),
+        labels=labels,
+        load=load,
+    )
+
+
+def _decode_file(contents):
+    """Encoded JPEG/PNG bytes -> uint8 HxWx3 (grayscale and RGBA become RGB)."""
+    tf = _tf()
+    return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+
+def _is_readable(path: str) -> bool:
+    """Whether `path` decodes as an image. JPEGs are decoded at 1/8 scale (PIL draft mode), which
+    still reads the whole entropy-coded stream, so truncated files are caught cheaply."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (64, 64))
+            image.load()
+        return True
+    except Exception:  # PIL raises many types for bad files: any of them means unreadable
+        return False
+
+
+def _list_class_files(split_dir: str, classes: list[str]) -> tuple[list[str], list[int]]:
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        class_dir = os.path.join(split_dir, name)
+        if not os.path.isdir(class_dir):
+            continue
+        for file in sorted(os.listdir(class_dir)):
+            if file.lower().endswith(IMAGE_EXTENSIONS):
+                paths.append(os.path.join(class_dir, file))
+                labels.append(label)
+    return paths, labels
+
+
+def folder_split(split_name: str, data: ml_collections.ConfigDict) -> Source:
+    """`PATH/<split>/<class>/*.{jpg,jpeg,png}`; class ids are the sorted class folder names of the
+    training split. Every file is checked once: an unreadable one is an error naming it, or with
+    `data.skip_corrupt` it is left out and counted (`Source.skipped`)."""
+    tf = _tf()
+    root = data.name[len(FOLDER_PREFIX) :]
+    split = data.train_split if split_name == "train" else data.eval_split
+    train_dir, split_dir = os.path.join(root, data.train_split), os.path.join(root, split)
+    for directory in (root, train_dir, split_dir):
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(
+                f"data.name={data.name!r}: {directory!r} does not exist; expected "
+                f"{os.path.join(root, '<split>', '<class>', '*.jpg|png')} with splits "
+                f"{data.train_split!r} (data.train_split) and {data.eval_split!r} (data.eval_split)"
+            )
+    classes = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+    unknown = sorted(set(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d))) - set(classes))
+    if unknown:
+        raise ValueError(f"{split_dir!r} has classes that {train_dir!r} lacks: {unknown[:5]}")
+    paths, labels = _list_class_files(split_dir, classes)
+    if not paths:
+        raise FileNotFoundError(f"no {'/'.join(IMAGE_EXTENSIONS)} files under {split_dir!r}/<class>/")
+    if data.verify_files:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) * 4)) as pool:
+            readable = list(pool.map(_is_readable, paths))
+        bad = [p for p, ok in zip(paths, readable, strict=True) if not ok]
+        if bad and not data.skip_corrupt:
+            raise ValueError(
+                f"cannot read image {bad[0]!r} ({len(bad)} unreadable file(s) in {split_dir!r}); "
+                "remove it or set --config.data.skip_corrupt=True"
+            )
+        labels = [y for y, ok in zip(labels, readable, strict=True) if ok]
+        paths = [p for p, ok in zip(paths, readable, strict=True) if ok]
+    else:
+        bad = []
+    path_table = tf.constant(paths)
+
+    def load(index):
+        return _decode_file(tf.io.read_file(path_table[index]))
+
+    return Source(
+        name=data.name,
+        split=split,
+        num_examples=len(paths),
+        num_classes=len(classes),
+        image_size=data.image_size,
+        image_shape=None,
+        labels=np.asarray(labels, np.int32),
+        load=load,
+        skipped=tuple(bad),
+    )
+
+
+def tfds_split(split_name: str, data: ml_collections.ConfigDict) -> Source:
+    """A prepared tfds data set with `image` and `label` features; records stay undecoded until
+    the pipeline has picked this process's share. Sizes missing from the metadata (as under
+    `tfds.testing.mock_data`) come from the data itself or from `data.num_*` in the config."""
+    tf = _tf()
+    import tensorflow_datasets as tfds
+
+    split = data.train_split if split_name == "train" else data.eval_split
+    try:
+        builder = tfds.builder(data.name, data_dir=data.tfds_data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(f"data.name={data.name!r}; allowed: {ALLOWED_NAMES}") from None
+    features = builder.info.features
+    if "image" not in features or "label" not in features or not hasattr(features["label"], "num_classes"):
+        raise ValueError(
+            f"data.name={data.name!r} is not an image classification data set: it needs 'image' and a class "
+            f"'label' feature, it has {sorted(features.keys())}"
+        )
+    image_feature = features["image"]
+    num_classes = features["label"].num_classes or data.num_classes
+    if not num_classes:
+        raise ValueError(f"data.name={data.name!r} does not say its number of classes: set --config.data.num_classes")
+    shape = tuple(image_feature.shape)
+    channels = shape[-1]
+
+    @functools.cache  # one tf.data object per share, reused by every evaluation pass
+    def records(process_index: int, process_count: int):
+        subsplit = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
+        try:
+            return builder.as_dataset(
+                split=subsplit,
+                decoders={"image": tfds.decode.SkipDecoding()},
+                shuffle_files=False,
+                read_config=tfds.ReadConfig(try_autocache=False),
+            )
+        except AssertionError:  # tfds's way of saying "not prepared"
+            raise FileNotFoundError(
+                f"data.name={data.name!r}: not prepared in {builder.data_dir!r}; build it with "
+                f"`tfds build {data.name} --data_dir=DIR` and set --config.data.tfds_data_dir=DIR (jobs never download)"
+            ) from None
+        except ValueError as error:  # an unknown split name
+            raise ValueError(f"data.name={data.name!r}: split {split!r} cannot be read: {error}") from None
+
+    def decode(record):
+        image = image_feature.decode_example(record["image"])
+        if channels == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        elif channels == 4:
+            image = image[..., :3]
+        return image, tf.cast(record["label"], tf.int32)
+
+    num_examples = _tfds_num_examples(builder, split, records(0, 1))
+    if num_examples is None:
+        num_examples = data.get("num_train_examples" if split_name == "train" else "num_eval_examples")
+    if not num_examples:
+        key = "num_train_examples" if split_name == "train" else "num_eval_examples"
+        raise ValueError(f"data.name={data.name!r} split {split!r} has no known size: set --config.data.{key}")
+    fixed = None if None in shape else (shape[0], shape[1], 3)
+    return Source(
+        name=data.name,
+        split=split,
+        num_examples=int(num_examples),
+        num_classes=int(num_classes),
+        image_size=data.image_size,
+        image_shape=fixed,
+        records=records,
+        decode=decode,
+    )
+
+
+def _tfds_num_examples(builder, split: str, dataset) -> int | None:
+    try:
+        return int(builder.info.splits[split].num_examples)
+    except (KeyError, ValueError, AssertionError):
+        pass  # no split metadata (mock data): ask the dataset
+    cardinality = int(dataset.cardinality())
+    return cardinality if cardinality > 0 else None
+
+
+def check_name(name: str) -> None:
+    """A one-line error for an empty or malformed `data.name` (tfds names are checked on load)."""
+    if not isinstance(name, str) or not name or name == FOLDER_PREFIX:
+        raise ValueError(f"data.name={name!r}; allowed: {ALLOWED_NAMES}")
+
+
+def load_source(data: ml_collections.ConfigDict, split: str) -> Source:
+    """The source named by `data.name`, for `split` in ("train", "test"): "test" reads
+    `data.eval_split` (tfds and folder) and is what evaluation uses."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}; allowed: ('train', 'test')")
+    check_name(data.name)
+    if data.name == "digits":
+        source = digits_split(split, data.image_size)
+    elif data.name == "synthetic":
+        source = synthetic_split(split, data)
+    elif data.name.startswith(FOLDER_PREFIX):
+        source = folder_split(split, data)
+    else:
+        source = tfds_split(split, data)
+    return dataclasses.replace(source, crop_fraction=data.get("eval_crop_fraction", 0.875))

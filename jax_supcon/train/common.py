@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from jax_supcon import parallel
 from jax_supcon.checkpoint import Checkpointer
-from jax_supcon.data import pipeline
+from jax_supcon.data import augment, pipeline
 from jax_supcon.data.sources import Source
 
 CONFIG_FILE = "config.json"
@@ -197,10 +197,25 @@ class MetricLogger:
 
 
 def training_batches(
-    source: Source, config: ml_collections.ConfigDict, state: TrainState
-) -> Iterator[dict[str, np.ndarray]]:
-    """This process's share of the training stream, resumed at the state's step."""
-    return pipeline.train_batches(
+    source: Source,
+    config: ml_collections.ConfigDict,
+    state: TrainState,
+    mesh: Mesh,
+    *,
+    views: int = 1,
+    random_crop: bool = True,
+) -> Iterator[dict[str, jax.Array]]:
+    """This process's share of the training stream, resumed at the state's step, as global arrays
+    prefetched to the devices. Images of varying size get `views` random crops on the host
+    (or the evaluation view with `random_crop=False`); see `pipeline.train_batches`."""
+    first_view = augment.view_config(config.augment, 0)  # host crops: the first view's crop settings
+    host_views = pipeline.HostViews(
+        views=views,
+        random_crop=random_crop,
+        crop_scale=tuple(first_view.crop_scale),
+        crop_ratio=tuple(first_view.crop_ratio),
+    )
+    batches = pipeline.train_batches(
         source,
         global_batch=config.batch_size,
         seed=config.seed,
@@ -208,7 +223,10 @@ def training_batches(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         shuffle_buffer=config.data.shuffle_buffer,
+        samples_per_class=config.data.samples_per_class,
+        host_views=host_views,
     )
+    return parallel.prefetch_to_device(batches, mesh, config.data.prefetch_to_device)
 
 
 def run_steps(
@@ -216,8 +234,7 @@ def run_steps(
     config: ml_collections.ConfigDict,
     state: TrainState,
     train_step: Callable[[TrainState, dict], tuple[TrainState, dict]],
-    batches: Iterator[dict[str, np.ndarray]],
-    mesh: Mesh,
+    batches: Iterator[dict[str, jax.Array]],
     total_steps: int,
     checkpointer: Checkpointer,
     logger: MetricLogger,
@@ -233,7 +250,7 @@ def run_steps(
     last = logger.last_record()
     tick, tick_step = time.perf_counter(), start
     for step in range(start + 1, total_steps + 1):
-        state, metrics = train_step(state, parallel.to_global(next(batches), mesh))
+        state, metrics = train_step(state, next(batches))
         pending.append(metrics)
         if step % config.log_every_steps == 0 or step == total_steps:
             fetched = jax.device_get(pending)

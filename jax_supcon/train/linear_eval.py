@@ -148,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         out_shardings=(shardings, replicated),
         donate_argnums=0,
     )
-    batches = common.training_batches(train_source, config, state)
+    batches = common.training_batches(train_source, config, state, mesh, random_crop=config.linear_augment)
     logger = common.MetricLogger(workdir, "linear_eval")
     start = time.perf_counter()
     try:
@@ -157,7 +157,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             state=state,
             train_step=lambda s, b: train_step(s, b, frozen),
             batches=batches,
-            mesh=mesh,
             total_steps=total_steps,
             checkpointer=checkpointer,
             logger=logger,

@@ -134,7 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             seed=config.seed,
         )
 
-    batches = common.training_batches(train_source, config, state)
+    batches = common.training_batches(train_source, config, state, mesh, views=config.loss.num_views)
     logger = common.MetricLogger(workdir, "pretrain")
     start = time.perf_counter()
     try:
@@ -143,7 +143,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             state=state,
             train_step=train_step,
             batches=batches,
-            mesh=mesh,
             total_steps=total_steps,
             checkpointer=checkpointer,
             logger=logger,
