@@ -24,6 +24,7 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 BUILTIN_SOURCES = ("digits", "synthetic")
 FOLDER_PREFIX = "folder:"
@@ -222,6 +223,10 @@ def folder_split(split_name: str, data: ml_collections.ConfigDict) -> Source:
             raise ValueError(
                 f"cannot read image {bad[0]!r} ({len(bad)} unreadable file(s) in {split_dir!r}); "
                 "remove it or set --config.data.skip_corrupt=True"
+            )
+        if bad:
+            logging.warning(
+                "data.skip_corrupt: left out %d unreadable file(s) in %r, e.g. %r", len(bad), split_dir, bad[0]
             )
         labels = [y for y, ok in zip(labels, readable, strict=True) if ok]
         paths = [p for p, ok in zip(paths, readable, strict=True) if ok]
