@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO := runs/demo
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench-cpu
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,21 @@ demo: $(STAMP)
 		--config.pretrained_workdir=$(DEMO)/pretrain
 	@$(BIN)/python -c "import json; s = json.load(open('$(DEMO)/linear/summary.json')); print(f\"\\ndemo: SupCon on digits, linear-evaluation test top-1 = {s['test_top1']:.4f} ({s['test_examples']} held-out images); outputs in $(DEMO)/\")"
 
+# The CPU step comparison: this library's SupCon ResNet-18 step against the same step in PyTorch
+# (torch lives in its own virtual environment, .venv-torch; it is not a dependency).
+bench-cpu: $(STAMP)
+	test -x .venv-torch/bin/python || ($(PYTHON) -m venv .venv-torch && .venv-torch/bin/pip install --quiet torch==2.13.0 numpy)
+	JAX_NUM_CPU_DEVICES=1 $(BIN)/python -m jax_supcon.bench step --config=configs/bench_cifar_resnet18.py --steps=20
+	JAX_NUM_CPU_DEVICES=1 JAX_SUPCON_CPU_LIBRARY_FUSION=0 $(BIN)/python -m jax_supcon.bench step \
+		--config=configs/bench_cifar_resnet18.py --steps=20
+	.venv-torch/bin/python benchmarks/torch_supcon_step.py --steps=20
+	.venv-torch/bin/python benchmarks/torch_supcon_step.py --steps=20 --channels_last
+
 lint: $(STAMP)
-	$(BIN)/ruff check jax_supcon configs tests
+	$(BIN)/ruff check jax_supcon configs tests benchmarks
 
 test: $(STAMP)
-	$(BIN)/ruff check jax_supcon configs tests
+	$(BIN)/ruff check jax_supcon configs tests benchmarks
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 
 clean:

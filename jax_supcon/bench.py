@@ -2,6 +2,8 @@
 
     python -m jax_supcon.bench loss [--sizes=1024,4096,16384,65536] [--chunk_size=512] ...
     python -m jax_supcon.bench input [--batch=256] [--steps=20] [--jpeg_images=512] [--recipe=simclr]
+    python -m jax_supcon.bench step --config=configs/NAME.py [--config.KEY=VALUE ...] [--steps=20]
+        [--peak_tflops=X] [--pipeline]
 
 `loss`: time and peak memory of `jax.value_and_grad(supcon_loss)` for N images x views x dim,
 unchunked and chunked. Each case runs in a fresh subprocess, so its peak resident memory
@@ -13,12 +15,22 @@ XLA's planned scratch memory for the compiled program. An unchunked case whose p
 32x32 images in memory (CIFAR as arrays), 32x32 PNG files (what decoding tfds CIFAR costs) and
 JPEGs of ImageNet-like varying size decoded and cropped to two 224x224 views (generated in a
 temporary folder); then the on-device augmentation time per batch of the `--recipe`.
+
+`step`: the config's pretraining step (on-device augmentation, forward and backward of every
+view, loss, optimizer update; state donated), compiled once and timed per step with a device
+sync (`step_time_s` is the median after 2 warm-up steps). By default it reuses one random batch
+already on the devices, so it measures compute; `--pipeline` feeds it from the config's input
+pipeline instead. FLOPs are XLA's cost analysis of the compiled step (the program of one device
+times the number of devices); MFU is achieved FLOP/s over `--peak_tflops` per device.
 """
 
 from __future__ import annotations
 
 import json
 import os
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # TensorFlow only feeds the input benchmark
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import resource
 import subprocess
 import sys
@@ -26,6 +38,7 @@ import time
 
 import numpy as np
 from absl import app, flags
+from ml_collections import config_flags
 
 _SIZES = flags.DEFINE_list("sizes", ["1024", "4096", "16384", "65536"], "Numbers of images (N).")
 _VIEWS = flags.DEFINE_integer("views", 2, "Views per image.")
@@ -40,12 +53,20 @@ _STEPS = flags.DEFINE_integer("steps", 20, "input: timed batches per case, after
 _JPEG_IMAGES = flags.DEFINE_integer("jpeg_images", 512, "input: JPEG files to generate for the 224px case.")
 _PNG_IMAGES = flags.DEFINE_integer("png_images", 2048, "input: 32x32 PNG files to generate.")
 _RECIPE = flags.DEFINE_string("recipe", "simclr", "input: augmentation recipe timed on the device.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "step: the config whose pretraining step is timed.")
+_PEAK = flags.DEFINE_float("peak_tflops", None, "step: peak TFLOP/s of one device, for MFU.")
+_PIPELINE = flags.DEFINE_bool("pipeline", False, "step: feed the step from the config's input pipeline.")
 
-COMMANDS = ("loss", "input")
+COMMANDS = ("loss", "input", "step")
 
 
 def _gib(num_bytes: float) -> float:
     return round(num_bytes / 2**30, 3)
+
+
+def _significant(value: float) -> float:
+    """Four significant digits: tiny test models and large runs both stay readable."""
+    return float(f"{value:.4g}")
 
 
 def _peak_rss_bytes() -> int:
@@ -210,12 +231,106 @@ def input_benchmark() -> None:
         )
 
 
+def _synthetic_batch(config, mesh) -> dict:
+    """One global batch of random uint8 images and labels, placed on the devices."""
+    from jax_supcon import parallel
+
+    rng = np.random.default_rng(0)
+    size = config.data.image_size
+    images = rng.integers(0, 256, (config.batch_size, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, config.data.get("num_classes") or 10, config.batch_size).astype(np.int32)
+    return parallel.to_global({"image": images, "label": labels}, mesh)
+
+
+def _peak_memory_gib(device) -> float:
+    """Peak device memory where the runtime reports it (GPU, TPU), else the process's peak RSS."""
+    stats = device.memory_stats() or {}
+    return _gib(stats.get("peak_bytes_in_use", _peak_rss_bytes()))
+
+
+def step_benchmark(config) -> dict:
+    """Compile and time the config's pretraining step; returns the figures as one record."""
+    import functools
+
+    import jax
+
+    from jax_supcon import parallel
+    from jax_supcon.config import validate_config
+    from jax_supcon.data import sources
+    from jax_supcon.train import common, pretrain
+
+    validate_config(config)
+    mesh = parallel.create_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    model, tx, schedule, init = pretrain.build(config, total_steps=config.total_steps or 1000, warmup_steps=0)
+    target = common.abstract_state(init, mesh)
+    shardings = jax.tree.map(lambda leaf: leaf.sharding, target)
+    state = jax.jit(init, out_shardings=shardings)()
+    step = jax.jit(
+        functools.partial(pretrain.pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
+        in_shardings=(shardings, parallel.data_sharding(mesh)),
+        out_shardings=(shardings, parallel.replicated(mesh)),
+        donate_argnums=0,
+    )
+    if _PIPELINE.value:
+        source = sources.load_source(config.data, "train")
+        batches = common.training_batches(source, config, state, mesh, views=config.loss.num_views)
+        next_batch = functools.partial(next, batches)
+    else:
+        fixed = _synthetic_batch(config, mesh)
+        next_batch = lambda: fixed  # noqa: E731
+    start = time.perf_counter()
+    compiled = step.lower(state, next_batch()).compile()
+    compile_s = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float((cost or {}).get("flops", 0.0)) * mesh.size
+    times = []
+    for i in range(_STEPS.value + 2):
+        start = time.perf_counter()
+        state, metrics = compiled(state, next_batch())
+        jax.block_until_ready(metrics["loss"])
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    median = float(np.median(times))
+    views = config.batch_size * config.loss.num_views
+    record = {
+        "bench": "step",
+        "model": f"{config.model.name} w{config.model.width} {config.model.stem} {config.model.dtype}",
+        "loss": config.loss.name,
+        "recipe": config.augment.recipe,
+        "image_size": config.data.image_size,
+        "batch": config.batch_size,
+        "views": config.loss.num_views,
+        "input": config.data.name if _PIPELINE.value else "one device-resident random batch",
+        "steps_timed": len(times),
+        "step_time_s": round(median, 4),
+        "compile_s": round(compile_s, 2),
+        "images_per_s": round(config.batch_size / median, 1),
+        "views_per_s": round(views / median, 1),
+        "tflop_per_step": _significant(flops / 1e12),
+        "achieved_tflop_per_s": _significant(flops / median / 1e12),
+        "loss_value": float(metrics["loss"]),
+        "peak_memory_gib": _peak_memory_gib(jax.devices()[0]),
+        "devices": mesh.size,
+        "device": jax.devices()[0].device_kind,
+    }
+    if _PEAK.value:
+        record["mfu"] = _significant(flops / median / 1e12 / (_PEAK.value * mesh.size))
+    return record
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(f"usage: python -m jax_supcon.bench {{{'|'.join(COMMANDS)}}} [--flags]; got {argv[1:]}")
     if _CASE.value:
         images, chunk = (int(part) for part in _CASE.value.split(":"))
         print(json.dumps(run_loss_case(images, chunk or None)), flush=True)
+        return
+    if argv[1] == "step":
+        if _CONFIG.value is None:
+            raise app.UsageError("step needs --config=configs/NAME.py")
+        print(json.dumps(step_benchmark(_CONFIG.value)), flush=True)
         return
     if argv[1] == "input":
         input_benchmark()

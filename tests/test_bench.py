@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -29,7 +31,7 @@ def test_unknown_benchmark_is_a_usage_error():
     result = subprocess.run(
         [sys.executable, "-m", "jax_supcon.bench", "lose"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
-    assert result.returncode != 0 and "usage: python -m jax_supcon.bench {loss|input}" in result.stderr
+    assert result.returncode != 0 and "usage: python -m jax_supcon.bench {loss|input|step}" in result.stderr
 
 
 def test_input_benchmark_prints_every_case():
@@ -55,3 +57,33 @@ def test_input_benchmark_prints_every_case():
     ]
     assert records["224px_jpeg_files_2_views"]["host_views_per_s"] > 0
     assert records["32px_in_memory"]["images_per_s"] > 0 and records["device_augment_32px"]["ms_per_batch"] > 0
+
+
+def test_step_benchmark_times_a_compiled_step_on_resident_and_pipelined_input():
+    tiny = [
+        "--config=configs/bench_cifar_resnet18.py",
+        "--config.model.name=resnet_tiny",
+        "--config.model.width=0.125",
+        "--config.data.image_size=8",
+        "--config.batch_size=8",
+        "--steps=1",
+        "--peak_tflops=1.0",
+    ]
+    records = []
+    for extra in ([], ["--pipeline"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "jax_supcon.bench", "step", *tiny, *extra],
+            cwd=ROOT,
+            env=dict(os.environ, JAX_NUM_CPU_DEVICES="2"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        records.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    for record in records:
+        assert record["bench"] == "step" and record["devices"] == 2 and record["batch"] == 8
+        assert record["step_time_s"] > 0 and record["compile_s"] > 0 and record["tflop_per_step"] > 0
+        assert record["views_per_s"] == pytest.approx(2 * record["images_per_s"], rel=1e-3)
+        assert 0 < record["mfu"] < 1 and record["peak_memory_gib"] > 0
+    assert records[0]["input"] == "one device-resident random batch" and records[1]["input"] == "synthetic"
