@@ -20,6 +20,14 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARG]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-process runs: host:port of process 0 (or $JAX_COORDINATOR_ADDRESS)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many (or $JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this one's index (or $JAX_PROCESS_ID).")
+_AUTO = flags.DEFINE_bool(
+    "distributed_auto", False, "Multi-process runs: let JAX detect the cluster (SLURM, Cloud TPU VMs, Open MPI)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,12 +37,14 @@ def main(argv: list[str]) -> None:
     debug = flags.FLAGS["verbosity"].present
     if not debug:
         logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax saves) only on request
+    from jax_supcon import parallel
     from jax_supcon.config import validate_config
     from jax_supcon.train import JOBS
 
     config = _CONFIG.value
     try:
         validate_config(config)
+        parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_AUTO.value)
         logging.info("job %s in %s", config.job, _WORKDIR.value)
         summary = JOBS[config.job](config, _WORKDIR.value)
     except (ValueError, FileNotFoundError) as error:
@@ -42,7 +52,10 @@ def main(argv: list[str]) -> None:
             raise
         # Bad values and missing inputs are the user's to fix: one line, no traceback.
         sys.exit(f"jax-supcon: error: {error}")
-    print(json.dumps(summary, indent=2, sort_keys=True))
+    import jax
+
+    if jax.process_index() == 0:
+        print(json.dumps(summary, indent=2, sort_keys=True))
 
 
 def run() -> None:

@@ -8,6 +8,7 @@ shardings XLA inserts the collectives: BatchNorm and the loss see the global bat
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Iterator, Mapping, Sequence
 
 import jax
@@ -55,3 +56,48 @@ def prefetch_to_device(
         if len(queue) > size:
             yield queue.popleft()
     yield from queue
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return None
+    if not value.lstrip("-").isdigit():
+        raise ValueError(f"{name}={value!r} must be an integer")
+    return int(value)
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    auto: bool = False,
+) -> bool:
+    """Start JAX's multi-controller runtime if this process is one of several; returns whether it did.
+
+    Values come from the arguments (CLI flags), else from the environment a launcher sets
+    (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`; `launch/local.sh` does),
+    else, with `auto`, from JAX's cluster detection (SLURM, Cloud TPU VMs, Open MPI, Kubernetes).
+    Nothing set and no `auto`: a single-process run. CPU collectives go over gloo.
+    """
+    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+    num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+    process_id = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
+    given = {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id}
+    if not auto and all(value is None for value in given.values()):
+        return False
+    if not auto and None in given.values():
+        missing = [key for key, value in given.items() if value is None]
+        raise ValueError(
+            f"a multi-process run needs coordinator_address, num_processes and process_id; missing {missing} "
+            "(set them as flags or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or use "
+            "--distributed_auto on SLURM and TPU VMs)"
+        )
+    if num_processes is not None and num_processes < 1:
+        raise ValueError(f"num_processes={num_processes} must be >= 1")
+    if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
+        raise ValueError(f"process_id={process_id} must be in [0, num_processes={num_processes})")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    return True
