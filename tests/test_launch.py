@@ -92,3 +92,11 @@ def test_a_process_that_dies_stops_the_job_promptly(tmp_path):
 def test_launcher_usage_errors():
     result = subprocess.run([LAUNCH, "zero", "true"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "usage: launch/local.sh N COMMAND" in result.stderr
+
+
+def test_cluster_scripts_are_valid_bash_and_print_usage():
+    for script in ("local.sh", "slurm.sbatch", "tpu_vm.sh"):
+        path = os.path.join(ROOT, "launch", script)
+        assert subprocess.run(["bash", "-n", path], capture_output=True, timeout=30).returncode == 0, script
+    result = subprocess.run([os.path.join(ROOT, "launch", "tpu_vm.sh")], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "usage: launch/tpu_vm.sh setup|run TPU_NAME ZONE" in result.stderr
