@@ -18,7 +18,7 @@ from jax_supcon.losses import CONTRAST_MODES, DENOMINATORS, LOSS_TYPES, TRIPLET_
 from jax_supcon.models import DTYPES
 from jax_supcon.models.heads import HEADS
 from jax_supcon.models.resnet import ARCHITECTURES, STEMS
-from jax_supcon.optim import OPTIMIZERS, SCHEDULES
+from jax_supcon.optim import LR_SCALINGS, OPTIMIZERS, SCHEDULES
 
 JOBS = ("pretrain", "linear_eval", "embed")
 LOSSES = ("supcon", "simclr", "pair", "triplet")
@@ -234,7 +234,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "sgd"
-    config.optimizer.learning_rate = 0.5
+    config.optimizer.learning_rate = 0.5  # base rate; the peak is this times the lr_scaling factor
+    config.optimizer.lars_trust_coefficient = 0.001  # LARS eta (SimCLR, SupCon: 0.001; solo-learn: 0.02)
+    config.optimizer.lr_scaling = "none"  # "linear": lr x batch/256; "sqrt": lr x sqrt(batch) (SimCLR)
     config.optimizer.momentum = 0.9
     config.optimizer.nesterov = False
     config.optimizer.weight_decay = 1e-4
@@ -300,7 +302,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"model.{key}={model[key]!r}; allowed: {allowed}")
     if not model.width > 0 or model.proj_dim < 1:
         raise ValueError(f"model.width={model.width} must be > 0 and model.proj_dim={model.proj_dim} >= 1")
-    for key, allowed in (("name", OPTIMIZERS), ("schedule", SCHEDULES)):
+    for key, allowed in (("name", OPTIMIZERS), ("schedule", SCHEDULES), ("lr_scaling", LR_SCALINGS)):
         if config.optimizer[key] not in allowed:
             raise ValueError(f"optimizer.{key}={config.optimizer[key]!r}; allowed: {allowed}")
     if not config.optimizer.learning_rate > 0:
@@ -348,3 +350,45 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     for key in ("num_classes", "num_train_examples", "num_eval_examples"):
         if data[key] is not None and data[key] < 1:
             raise ValueError(f"data.{key}={data[key]} must be >= 1 (or unset)")
+
+
+DATASET_NORMALIZATION = {  # per-channel mean and std of the training images, on [0, 1]
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),  # SupContrast's constants
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def parse_recipe_arg(arg: str | None, choices: tuple[str, ...]) -> tuple[str, bool]:
+    """`configs/x.py:CHOICE[,smoke]` -> (choice, smoke); the first choice is the default."""
+    parts = [part for part in (arg or "").split(",") if part]
+    smoke_run = "smoke" in parts
+    rest = [part for part in parts if part != "smoke"]
+    if len(rest) > 1 or (rest and rest[0] not in choices):
+        raise ValueError(f"config argument {arg!r}; allowed: one of {choices}, optionally followed by ',smoke'")
+    return (rest[0] if rest else choices[0]), smoke_run
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrink a recipe to a seconds-long run on synthetic data: a tiny ResNet at 16x16, batch 16,
+    two steps, no validation or plots. The loss, optimizer, schedule and augmentation stay the recipe's."""
+    num_classes = config.data.num_classes or {"cifar100": 100, "imagenet2012": 1000}.get(config.data.name, 10)
+    config.data.name = "synthetic"
+    config.data.image_size = 16
+    config.data.num_classes = num_classes
+    config.data.num_train_examples = 64
+    config.data.num_eval_examples = 32
+    config.model.name = "resnet_tiny"
+    config.model.width = 0.125
+    config.model.dtype = "float32"
+    config.batch_size = 16
+    config.eval_batch_size = 32
+    config.total_steps = 2
+    config.total_epochs = None
+    config.optimizer.warmup_steps = 0
+    config.log_every_steps = 1
+    config.checkpoint_every_steps = 2
+    config.eval_every_steps = 0
+    config.plots = False
+    config.knn_k = 10
+    return config

@@ -130,7 +130,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     common.prepare_workdir(workdir, config)
 
     classifier = models.LinearClassifier(train_source.num_classes)
-    tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps)
+    tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps, config.batch_size)
     feature_dim = encoder.feature_dim
     init = common.init_state_fn(
         lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed

@@ -80,7 +80,7 @@ def pretrain_step(
 def build(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int):
     """Model, optimizer, schedule and the initial-state function of a stage-1 run."""
     model = models.create_contrastive_model(config.model)
-    tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps)
+    tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps, config.batch_size)
     size = config.data.image_size
     init = common.init_state_fn(
         lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False), tx, config.seed

@@ -1,0 +1,75 @@
+"""Every published recipe in configs/ builds, validates, keeps its paper settings, and runs its
+`smoke` variant for a few steps (pretraining, then linear evaluation on top)."""
+
+import importlib
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from jax_supcon import optim, parallel
+from jax_supcon.config import validate_config
+from jax_supcon.train import linear_eval, pretrain
+
+PRETRAIN = [
+    ("cifar_supcon", "cifar10"),
+    ("cifar_supcon", "cifar100,simclr"),
+    ("solo_cifar_resnet18", "supcon"),
+    ("solo_cifar_resnet18", "simclr"),
+    ("imagenet_supcon", "supcon"),
+    ("imagenet_supcon", "simclr"),
+]
+
+
+def recipe(name, arg):
+    return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+@pytest.mark.parametrize("name, arg", PRETRAIN + [("cifar_linear", "cifar100"), ("imagenet_linear", None)])
+def test_full_recipe_validates(name, arg):
+    config = recipe(name, arg)
+    if config.job == "linear_eval":
+        config.pretrained_workdir = "/somewhere"
+    validate_config(config)
+
+
+def test_recipes_keep_the_papers_settings():
+    supcon = recipe("cifar_supcon", "cifar10")
+    assert (supcon.model.name, supcon.batch_size, supcon.loss.temperature, supcon.total_epochs) == (
+        "resnet50",
+        1024,
+        0.1,
+        1000.0,
+    )
+    assert recipe("cifar_supcon", "cifar100,simclr").loss.temperature == 0.5
+    imagenet_simclr = recipe("imagenet_supcon", "simclr")
+    assert imagenet_simclr.batch_size == 4096 and imagenet_simclr.optimizer.name == "lars"
+    assert math.isclose(optim.peak_learning_rate(imagenet_simclr.optimizer, 4096), 4.8)  # 0.075 x sqrt(4096)
+    imagenet_supcon = recipe("imagenet_supcon", "supcon")
+    assert imagenet_supcon.batch_size == 6144 and imagenet_supcon.augment.recipe == "randaugment"
+    assert math.isclose(optim.peak_learning_rate(imagenet_supcon.optimizer, 6144), 7.2)  # 0.3 x 6144 / 256
+    imagenet_supcon.optimizer.lr_scaling = "cubic"
+    with pytest.raises(ValueError, match=r"optimizer.lr_scaling='cubic'; allowed: \('none', 'linear', 'sqrt'\)"):
+        validate_config(imagenet_supcon)
+    solo = recipe("solo_cifar_resnet18", "simclr")
+    assert (solo.optimizer.lars_trust_coefficient, solo.model.hidden_dim, solo.loss.temperature) == (0.02, 2048, 0.2)
+    with pytest.raises(ValueError, match="config argument 'cifar11'"):
+        recipe("cifar_linear", "cifar11")
+
+
+@pytest.mark.parametrize("name, arg", PRETRAIN, ids=[f"{n}:{a}" for n, a in PRETRAIN])
+def test_smoke_variant_trains(name, arg, tmp_path):
+    config = recipe(name, f"{arg},smoke")
+    summary = pretrain.train_and_evaluate(config, str(tmp_path), mesh=parallel.create_mesh(jax.devices()[:2]))
+    assert summary["steps"] == 2 and np.isfinite(summary["final_loss"])
+
+
+@pytest.mark.parametrize("stage_one, stage_two", [(("cifar_supcon", "cifar10"), ("cifar_linear", "cifar10"))])
+def test_smoke_linear_evaluation_on_a_smoke_pretraining(stage_one, stage_two, tmp_path):
+    mesh = parallel.create_mesh(jax.devices()[:2])
+    pretrain.train_and_evaluate(recipe(stage_one[0], f"{stage_one[1]},smoke"), str(tmp_path / "one"), mesh=mesh)
+    config = recipe(stage_two[0], f"{stage_two[1]},smoke")
+    config.pretrained_workdir = str(tmp_path / "one")
+    summary = linear_eval.train_and_evaluate(config, str(tmp_path / "two"), mesh=mesh)
+    assert summary["test_examples"] == 32 and 0 <= summary["test_top1"] <= 1
