@@ -20,7 +20,7 @@ from jax_supcon.models.heads import HEADS
 from jax_supcon.models.resnet import ARCHITECTURES, STEMS
 from jax_supcon.optim import LR_SCALINGS, OPTIMIZERS, SCHEDULES
 
-JOBS = ("pretrain", "linear_eval", "embed")
+JOBS = ("pretrain", "linear_eval", "embed", "supervised")
 LOSSES = ("supcon", "simclr", "pair", "triplet")
 
 
@@ -191,7 +191,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.plots = True  # embedding maps of the test split at the end of pretraining
     config.pretrained_workdir = placeholder(str)  # linear_eval: stage-1 workdir to restore
     config.linear_augment = True  # linear_eval: train the classifier on augmented views
-    config.label_smoothing = 0.0  # linear_eval: cross-entropy label smoothing
+    config.label_smoothing = 0.0  # linear_eval, supervised: cross-entropy label smoothing
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "digits"  # digits, synthetic, folder:PATH or a tfds name (cifar10, imagenet2012, ...)

@@ -10,7 +10,7 @@ import pytest
 
 from jax_supcon import optim, parallel
 from jax_supcon.config import validate_config
-from jax_supcon.train import linear_eval, pretrain
+from jax_supcon.train import linear_eval, pretrain, supervised
 
 PRETRAIN = [
     ("cifar_supcon", "cifar10"),
@@ -26,7 +26,9 @@ def recipe(name, arg):
     return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
-@pytest.mark.parametrize("name, arg", PRETRAIN + [("cifar_linear", "cifar100"), ("imagenet_linear", None)])
+@pytest.mark.parametrize(
+    "name, arg", PRETRAIN + [("cifar_linear", "cifar100"), ("imagenet_linear", None), ("cifar_ce", "cifar100")]
+)
 def test_full_recipe_validates(name, arg):
     config = recipe(name, arg)
     if config.job == "linear_eval":
@@ -73,3 +75,11 @@ def test_smoke_linear_evaluation_on_a_smoke_pretraining(stage_one, stage_two, tm
     config.pretrained_workdir = str(tmp_path / "one")
     summary = linear_eval.train_and_evaluate(config, str(tmp_path / "two"), mesh=mesh)
     assert summary["test_examples"] == 32 and 0 <= summary["test_top1"] <= 1
+
+
+def test_cross_entropy_recipe_smoke_reports_top1_and_top5(tmp_path):
+    config = recipe("cifar_ce", "cifar10,smoke")
+    assert config.job == "supervised"
+    summary = supervised.train_and_evaluate(config, str(tmp_path), mesh=parallel.create_mesh(jax.devices()[:2]))
+    assert summary["steps"] == 2 and np.isfinite(summary["final_loss"])
+    assert 0 <= summary["test_top1"] <= summary["test_top5"] <= 1

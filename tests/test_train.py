@@ -261,3 +261,21 @@ def test_mock_cifar10_and_imagenet_train_end_to_end(pretrain_config, linear_conf
         linear_config.total_steps = 2
         summary = linear_eval.train_and_evaluate(linear_config, str(tmp_path / "linear"), mesh=mesh)
         assert summary["test_examples"] == 32 and 0 <= summary["test_top1"] <= 1
+
+
+def test_supervised_baseline_trains_end_to_end_and_resumes(tmp_path, mesh):
+    from conftest import tiny
+
+    from configs import digits_ce
+    from jax_supcon.train import supervised
+
+    config = tiny(digits_ce.get_config())
+    config.total_steps = 2
+    supervised.train_and_evaluate(config, str(tmp_path), mesh=mesh)
+    config.total_steps = 4  # train longer in the same workdir: resumes from step 2
+    summary = supervised.train_and_evaluate(config, str(tmp_path), mesh=mesh)
+    assert summary["job"] == "supervised" and summary["test_examples"] == 360
+    assert 0 <= summary["test_top1"] <= summary["test_top5"] <= 1
+    logged = read_metrics(tmp_path)
+    assert [m["step"] for m in logged if "loss" in m] == [1, 2, 3, 4]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from jax_supcon.models.heads import ContrastiveModel, LinearClassifier, ProjectionHead, l2_normalize
+from jax_supcon.models.heads import (
+    ContrastiveModel,
+    LinearClassifier,
+    ProjectionHead,
+    SupervisedModel,
+    l2_normalize,
+)
 from jax_supcon.models.resnet import ARCHITECTURES, ResNet, create_resnet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -46,6 +52,7 @@ __all__ = [
     "LinearClassifier",
     "ProjectionHead",
     "ResNet",
+    "SupervisedModel",
     "compute_dtype",
     "create_contrastive_model",
     "create_encoder",

@@ -62,3 +62,14 @@ class ContrastiveModel(nn.Module):
         """(encoder features, normalised projections) in inference mode: what evaluation uses."""
         features = self.encoder(x, train=False)
         return features, l2_normalize(self.head(features))
+
+
+class SupervisedModel(nn.Module):
+    """Encoder followed by a linear classifier, trained end to end with cross-entropy: the
+    supervised baseline. Parameters live under `encoder` and `classifier`."""
+
+    encoder: nn.Module
+    classifier: nn.Module
+
+    def __call__(self, x, train: bool = True):
+        return self.classifier(self.encoder(x, train=train))

@@ -1,0 +1,128 @@
+"""The cross-entropy baseline: the same encoder and a linear classifier trained end to end on one
+augmented view per image (label smoothing optional); reports test top-1 and top-5."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from jax_supcon import losses, models, optim, parallel
+from jax_supcon.checkpoint import Checkpointer
+from jax_supcon.config import resolve_steps, validate_config
+from jax_supcon.data import augment, pipeline, sources
+from jax_supcon.train import common
+
+
+def supervised_step(state, batch, *, model, tx, schedule, config):
+    """One cross-entropy step of encoder + classifier on an augmented view of each image."""
+    rng = jax.random.fold_in(state.rng, state.step)
+    images = augment.augment_views(rng, batch["image"], config.augment, 1)[:, 0]
+
+    def loss_fn(params):
+        logits, updated = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, images, train=True, mutable=["batch_stats"]
+        )
+        loss = losses.cross_entropy_loss(logits, batch["label"], label_smoothing=config.label_smoothing)
+        return loss, (logits, updated["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    metrics = {"loss": loss, "train_top1": accuracy, "learning_rate": schedule(state.step)}
+    return new_state, metrics
+
+
+def correct_counts(variables, batch, *, model, config) -> jax.Array:
+    """[top-1 hits, top-5 hits] among the unpadded examples of an evaluation batch."""
+    logits = model.apply(variables, augment.preprocess_eval(batch["image"], config.augment), train=False)
+    k = min(5, logits.shape[-1])
+    top = jax.lax.top_k(logits, k)[1]
+    hits = top == batch["label"][:, None]
+    mask = batch["mask"]
+    return jnp.stack([jnp.sum(hits[:, 0] * mask), jnp.sum(jnp.any(hits, axis=-1) * mask)])
+
+
+def evaluate(variables, source, mesh, *, model, config) -> dict[str, float]:
+    """Top-1 and top-5 accuracy over the whole `source` (padding excluded)."""
+    count = jax.jit(functools.partial(correct_counts, model=model, config=config))
+    totals = jnp.zeros(2, jnp.int32)
+    for batch in pipeline.eval_batches(
+        source,
+        global_batch=config.eval_batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    ):
+        totals = totals + count(variables, parallel.to_global(batch, mesh))
+    top1, top5 = (int(x) / source.num_examples for x in jax.device_get(totals))
+    return {"test_top1": top1, "test_top5": top5}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
+    """Run (or resume) the cross-entropy baseline in `workdir`; returns the summary with test top-1/top-5."""
+    validate_config(config)
+    mesh = mesh or parallel.create_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    train_source = sources.load_source(config.data, "train")
+    test_source = sources.load_source(config.data, "test")
+    total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
+    model = models.SupervisedModel(
+        encoder=models.create_encoder(config.model), classifier=models.LinearClassifier(train_source.num_classes)
+    )
+    tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps, config.batch_size)
+    size = config.data.image_size
+    init = common.init_state_fn(
+        lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False), tx, config.seed
+    )
+    target = common.abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
+    common.prepare_workdir(workdir, config)
+    checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
+    state = common.restore_or_init(init, target, checkpointer)
+    shardings = common.state_shardings(state)
+    train_step = jax.jit(
+        functools.partial(supervised_step, model=model, tx=tx, schedule=schedule, config=config),
+        in_shardings=(shardings, parallel.data_sharding(mesh)),
+        out_shardings=(shardings, parallel.replicated(mesh)),
+        donate_argnums=0,
+    )
+    batches = common.training_batches(train_source, config, state, mesh)
+    logger = common.MetricLogger(workdir, "supervised")
+    start = time.perf_counter()
+    try:
+        state, last = common.run_steps(
+            config=config,
+            state=state,
+            train_step=train_step,
+            batches=batches,
+            total_steps=total_steps,
+            checkpointer=checkpointer,
+            logger=logger,
+        )
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        accuracy = evaluate(variables, test_source, mesh, model=model, config=config)
+        logger.write(total_steps, accuracy)
+    finally:
+        checkpointer.close()
+        logger.close()
+    summary = {
+        "job": "supervised",
+        "steps": total_steps,
+        "final_loss": last.get("loss"),
+        **accuracy,
+        "test_examples": test_source.num_examples,
+        "train_seconds": time.perf_counter() - start,
+        "devices": mesh.size,
+    }
+    return common.finish_run(workdir, config, summary, logger.records(), [])
