@@ -275,6 +275,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """Cheap checks with one-line messages, run before any data loading or compilation."""
     if config.job not in JOBS:
         raise ValueError(f"job={config.job!r}; allowed: {JOBS}")
+    if not 0 <= config.seed < 2**31:
+        raise ValueError(f"seed={config.seed} must be in [0, 2**31)")
     if config.loss.name not in LOSSES:
         raise ValueError(f"loss.name={config.loss.name!r}; allowed: {LOSSES}")
     if not config.loss.temperature > 0:

@@ -40,10 +40,7 @@ def augmentation_preview(config, path: str, *, images: int = 8, views: int | Non
     if images < 1 or views < 1:
         raise ValueError(f"--images={images} and --views={views} must be >= 1")
     source = sources.load_source(config.data, "train")
-    first_view = augment.view_config(config.augment, 0)
-    host_views = pipeline.HostViews(
-        views=views, crop_scale=tuple(first_view.crop_scale), crop_ratio=tuple(first_view.crop_ratio)
-    )
+    host_views = pipeline.host_views_for(config.augment, views)
     examples = pipeline.sample_examples(source, images, seed=config.seed, host_views=host_views)
     key = jax.random.PRNGKey(config.seed)
     made = jax.jit(lambda k, x: augment.augment_views(k, x, config.augment, views))(key, examples["image"])

@@ -330,3 +330,70 @@ def test_preview_writes_a_grid_of_examples_by_views(tmp_path):
     assert grid[..., :3].std() > 10  # not blank
     with pytest.raises(ValueError, match="--images=0 and --views=2 must be >= 1"):
         augmentation_preview(config, str(tmp_path / "none.png"), images=0, views=2)
+
+
+# ------------------------------------------------------------------ fixes from the second review
+
+
+def coordinate_image(side=256):
+    """Channel 0 holds the column, channel 1 the row: a crop's extent can be read off its pixels."""
+    ys, xs = np.mgrid[0:side, 0:side]
+    return np.stack([xs, ys, np.zeros_like(xs)], axis=-1).astype(np.uint8)
+
+
+def crop_areas(spec, view=0, count=40):
+    image = coordinate_image()
+    areas = []
+    for position in range(count):
+        crop = pipeline.random_crops(image, 32, spec, 0, np.int64(position)).numpy()[view].astype(int)
+        width = crop[..., 0].max() - crop[..., 0].min() + 1
+        height = crop[..., 1].max() - crop[..., 1].min() + 1
+        areas.append(width * height / 256**2)
+    return np.asarray(areas)
+
+
+def test_host_crops_follow_crop_scale_below_ten_percent():
+    areas = crop_areas(pipeline.HostViews(crop_scale=(0.02, 0.08), crop_ratio=(1.0, 1.0)))
+    assert areas.max() < 0.1 and areas.min() > 0.01  # TF's default min_object_covered=0.1 used to floor them
+
+
+def test_host_crops_use_each_views_own_crop_settings():
+    from jax_supcon.config import augment_config
+
+    cfg = augment_config("byol", crop_scale=(0.05, 0.1))
+    cfg.view2.crop_scale = (1.0, 1.0)
+    cfg.view2.crop_ratio = (1.0, 1.0)
+    spec = pipeline.host_views_for(cfg, 2)
+    assert crop_areas(spec, view=0).max() < 0.15
+    assert crop_areas(spec, view=1).min() > 0.9  # view 2: the whole image (antialiasing blurs the last pixels)
+
+
+def test_folder_ignores_hidden_directories_and_rejects_undecodable_formats(tmp_path):
+    write_folder(tmp_path, corrupt=False)
+    os.makedirs(tmp_path / "train" / ".ipynb_checkpoints")
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / ".ipynb_checkpoints" / "x.png")
+    data = data_config(name=f"folder:{tmp_path}", image_size=8)
+    assert sources.load_source(data, "train").num_classes == 2
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "cat" / "tiff_in_disguise.png", format="TIFF")
+    with pytest.raises(ValueError, match="cannot read image '.*tiff_in_disguise.png'"):
+        sources.load_source(data, "train")
+
+
+def test_tfds_host_crops_differ_between_processes():
+    with tfds.testing.mock_data(num_examples=16):  # mock data gives every process the same records
+        source = sources.load_source(data_config(name="imagenet2012", image_size=16, eval_split="validation"), "train")
+        first = [
+            next(pipeline.train_batches(source, global_batch=8, seed=0, process_index=p, process_count=2))
+            for p in (0, 1)
+        ]
+    np.testing.assert_array_equal(first[0]["label"], first[1]["label"])  # same records ...
+    assert not np.array_equal(first[0]["image"], first[1]["image"])  # ... cropped differently
+
+
+def test_in_memory_source_resizes_in_chunks_to_the_same_result():
+    images = np.random.default_rng(0).integers(0, 256, (600, 8, 8, 3), dtype=np.uint8)
+    source = sources.in_memory_source("arrays", "train", images, np.zeros(600, np.int32), 1, 12)
+    assert source.images.shape == (600, 12, 12, 3) and source.images.dtype == np.uint8
+    np.testing.assert_array_equal(
+        source.images[300:301], sources.in_memory_source("one", "train", images[300:301], np.zeros(1), 1, 12).images
+    )

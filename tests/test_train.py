@@ -279,3 +279,28 @@ def test_supervised_baseline_trains_end_to_end_and_resumes(tmp_path, mesh):
     logged = read_metrics(tmp_path)
     assert [m["step"] for m in logged if "loss" in m] == [1, 2, 3, 4]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+
+
+def test_class_balance_and_seed_errors_come_before_the_workdir(pretrain_config, tmp_path, mesh):
+    pretrain_config.batch_size = 64
+    pretrain_config.data.samples_per_class = 2
+    with pytest.raises(ValueError, match="needs 32 classes per batch; 'digits' has 10"):
+        pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "run"), mesh=mesh)
+    assert not (tmp_path / "run").exists()
+    pretrain_config.data.samples_per_class = 0
+    pretrain_config.seed = -1
+    with pytest.raises(ValueError, match=r"seed=-1 must be in \[0, 2\*\*31\)"):
+        pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "run"), mesh=mesh)
+
+
+def test_resume_ignores_recipe_values_set_explicitly_and_operational_data_keys(pretrain_config, tmp_path, mesh):
+    pretrain_config.total_steps = 2
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)
+    pretrain_config.total_steps = 3
+    pretrain_config.augment.hue = 0.1  # what the recipe gives anyway
+    pretrain_config.data.prefetch_to_device = 3
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)
+    assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2, 3]
+    pretrain_config.augment.view2.blur_prob = 0.5
+    with pytest.raises(ValueError, match=r"different augment\[view 2\].blur_prob \(0.0 vs 0.5\)"):
+        pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)

@@ -39,6 +39,23 @@ class HostViews:
     random_crop: bool = True
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    per_view: tuple[tuple[tuple[float, float], tuple[float, float]], ...] = ()  # (scale, ratio) of view v
+
+    def crop_of(self, view: int) -> tuple[tuple[float, float], tuple[float, float]]:
+        return self.per_view[view] if view < len(self.per_view) else (self.crop_scale, self.crop_ratio)
+
+
+def host_views_for(augment_config, views: int, random_crop: bool = True) -> HostViews:
+    """The host's crop settings for `views` views of an augment config (each view's own)."""
+    from jax_supcon.config import resolve_view
+
+    crops = tuple(
+        (tuple(view.crop_scale), tuple(view.crop_ratio))
+        for view in (resolve_view(augment_config, v) for v in range(views))
+    )
+    return HostViews(
+        views=views, random_crop=random_crop, crop_scale=crops[0][0], crop_ratio=crops[0][1], per_view=crops
+    )
 
 
 def local_batch_size(global_batch: int, process_count: int) -> int:
@@ -82,13 +99,15 @@ def random_crops(image, size: int, spec: HostViews, seed, position):
     tf = _tf()
     crops = []
     for view in range(spec.views):
+        scale, ratio = spec.crop_of(view)
         begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
             tf.shape(image),
             bounding_boxes=tf.zeros([1, 0, 4]),
             seed=tf.stack([tf.cast(seed, tf.int64), position * spec.views + view]),
-            area_range=spec.crop_scale,
-            aspect_ratio_range=spec.crop_ratio,
+            area_range=scale,
+            aspect_ratio_range=ratio,
             max_attempts=10,
+            min_object_covered=0.0,  # the default 0.1 would floor every crop at 10% of the image
             use_image_if_no_bounding_boxes=True,
         )
         crop = tf.slice(image, begin, crop_size)
@@ -211,8 +230,13 @@ def _stream_examples(source: Source, *, seed, start_step, process_index, process
     def epoch(index):
         return records.shuffle(buffer, seed=seed * 1_000_003 + index, reshuffle_each_iteration=False)
 
-    stream = tf.data.Dataset.range(first_epoch, _INT64_MAX).flat_map(epoch).skip(offset)
-    return stream.enumerate(start=start)
+    stream = tf.data.Dataset.range(first_epoch, _INT64_MAX).flat_map(epoch).skip(offset).enumerate(start=start)
+    global_batch = local * process_count
+
+    def global_position(position, record):  # host-crop seeds differ between processes
+        return (position // local) * global_batch + process_index * local + position % local, record
+
+    return stream.map(global_position)
 
 
 def train_batches(
@@ -299,8 +323,8 @@ def eval_batches(
     local = local_batch_size(global_batch, process_count)
     num_batches = math.ceil(source.num_examples / global_batch)
     size = source.image_size
-    mine = np.arange(process_index, source.num_examples, process_count, dtype=np.int64)
     if source.indexable:
+        mine = np.arange(process_index, source.num_examples, process_count, dtype=np.int64)
         padded = np.full(num_batches * local, -1, np.int64)
         padded[: mine.shape[0]] = mine
         if source.images is not None:
@@ -367,12 +391,11 @@ def sample_examples(source: Source, count: int, *, seed: int, host_views: HostVi
     else:
         decoded = [source.decode(record) for record in source.records(0, 1).take(count)]
         raw, labels = [image for image, _ in decoded], np.asarray([int(label) for _, label in decoded], np.int32)
-    position = tf.constant
     return {
         "original": np.stack([np.asarray(evaluation_image(tf.convert_to_tensor(im), source)) for im in raw]),
         "image": np.stack(
             [
-                np.asarray(training_image(tf.convert_to_tensor(im), source, host_views, seed, position(i, tf.int64)))
+                np.asarray(training_image(tf.convert_to_tensor(im), source, host_views, seed, tf.constant(i, tf.int64)))
                 for i, im in enumerate(raw)
             ]
         ),

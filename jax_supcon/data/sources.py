@@ -16,6 +16,7 @@ Two kinds, which the host pipeline treats differently:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import os
@@ -29,6 +30,7 @@ from absl import logging
 BUILTIN_SOURCES = ("digits", "synthetic")
 FOLDER_PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 ALLOWED_NAMES = "'digits', 'synthetic', 'folder:PATH' or a tfds image-classification name such as 'cifar10'"
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed, independent of config.seed: the test set never changes
@@ -83,7 +85,8 @@ def _tf():
     """TensorFlow for the input pipeline only: never let it claim an accelerator."""
     import tensorflow as tf
 
-    tf.config.set_visible_devices([], "GPU")
+    with contextlib.suppress(RuntimeError):  # TensorFlow already initialised its devices: nothing to hide
+        tf.config.set_visible_devices([], "GPU")
     return tf
 
 
@@ -92,8 +95,11 @@ def _resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     if images.shape[1:3] == (size, size):
         return images
     tf = _tf()
-    resized = tf.image.resize(tf.convert_to_tensor(images, tf.float32), (size, size), method="bilinear")
-    return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
+    out = np.empty((images.shape[0], size, size, images.shape[-1]), np.uint8)
+    for start in range(0, images.shape[0], 256):  # in chunks: float copies of the whole array would not fit
+        chunk = tf.image.resize(tf.convert_to_tensor(images[start : start + 256], tf.float32), (size, size))
+        out[start : start + 256] = np.clip(np.round(chunk.numpy()), 0, 255).astype(np.uint8)
+    return out
 
 
 def in_memory_source(name: str, split: str, images: np.ndarray, labels: np.ndarray, num_classes: int, image_size: int):
@@ -173,11 +179,20 @@ def _is_readable(path: str) -> bool:
 
     try:
         with Image.open(path) as image:
+            if image.format not in DECODABLE_FORMATS:  # what tf.io.decode_image reads, whatever the suffix
+                return False
             image.draft("RGB", (64, 64))
             image.load()
         return True
     except Exception:  # PIL raises many types for bad files: any of them means unreadable
         return False
+
+
+def _class_dirs(split_dir: str) -> list[str]:
+    """Sorted class folder names; hidden ones (`.ipynb_checkpoints`, ...) are not classes."""
+    return sorted(
+        d for d in os.listdir(split_dir) if not d.startswith(".") and os.path.isdir(os.path.join(split_dir, d))
+    )
 
 
 def _list_class_files(split_dir: str, classes: list[str]) -> tuple[list[str], list[int]]:
@@ -208,8 +223,8 @@ def folder_split(split_name: str, data: ml_collections.ConfigDict) -> Source:
                 f"{os.path.join(root, '<split>', '<class>', '*.jpg|png')} with splits "
                 f"{data.train_split!r} (data.train_split) and {data.eval_split!r} (data.eval_split)"
             )
-    classes = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
-    unknown = sorted(set(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d))) - set(classes))
+    classes = _class_dirs(train_dir)
+    unknown = sorted(set(_class_dirs(split_dir)) - set(classes))
     if unknown:
         raise ValueError(f"{split_dir!r} has classes that {train_dir!r} lacks: {unknown[:5]}")
     paths, labels = _list_class_files(split_dir, classes)

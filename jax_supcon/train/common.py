@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from jax_supcon import parallel
 from jax_supcon.checkpoint import Checkpointer
-from jax_supcon.data import augment, pipeline
+from jax_supcon.data import pipeline
 from jax_supcon.data.sources import Source
 
 CONFIG_FILE = "config.json"
@@ -126,6 +126,38 @@ RESUME_FIXED_KEYS = (
 )
 
 
+# Data settings that change how the run reads its input, not what it trains on.
+OPERATIONAL_DATA_KEYS = ("prefetch_to_device", "verify_files", "skip_corrupt", "tfds_data_dir")
+
+
+def _resume_view(config: dict, key: str):
+    """What must match between a run and its resumption, for one top-level key: the augmentation
+    as resolved per view (a field set to its recipe's value is no change), data without operational keys."""
+    value = config.get(key)
+    if key == "augment" and isinstance(value, dict) and "recipe" in value:
+        from jax_supcon.config import resolve_view
+
+        augment = ml_collections.ConfigDict(value)
+        views = max(2, int((config.get("loss") or {}).get("num_views", 2)))
+        return [resolve_view(augment, v).to_dict() for v in range(views)]
+    if key == "data" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in OPERATIONAL_DATA_KEYS}
+    return value
+
+
+def _first_difference(key: str, saved, current) -> str:
+    """`key.sub (old vs new)` naming the first differing field, not the whole block."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for sub in sorted(set(saved) | set(current)):
+            if saved.get(sub) != current.get(sub):
+                return _first_difference(f"{key}.{sub}", saved.get(sub), current.get(sub))
+    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        for index, (old, new) in enumerate(zip(saved, current, strict=True)):
+            if old != new:
+                return _first_difference(f"{key}[view {index + 1}]", old, new)
+    return f"{key} ({json.dumps(saved)} vs {json.dumps(current)})"
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Create the workdir and record the config; refuse to resume a run with other settings into it."""
     path = os.path.join(workdir, CONFIG_FILE)
@@ -133,10 +165,11 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     if os.path.exists(path):
         saved = _as_json(load_config(workdir))
         for key in RESUME_FIXED_KEYS:
-            if saved.get(key) != current.get(key):
+            old, new = _resume_view(saved, key), _resume_view(current, key)
+            if old != new:
                 raise ValueError(
-                    f"workdir {workdir!r} holds a run with a different {key} ({json.dumps(saved.get(key))} vs "
-                    f"{json.dumps(current.get(key))}); pick a new --workdir to start another run"
+                    f"workdir {workdir!r} holds a run with a different {_first_difference(key, old, new)}; "
+                    "pick a new --workdir to start another run"
                 )
     if is_main_process():
         os.makedirs(workdir, exist_ok=True)
@@ -208,13 +241,7 @@ def training_batches(
     """This process's share of the training stream, resumed at the state's step, as global arrays
     prefetched to the devices. Images of varying size get `views` random crops on the host
     (or the evaluation view with `random_crop=False`); see `pipeline.train_batches`."""
-    first_view = augment.view_config(config.augment, 0)  # host crops: the first view's crop settings
-    host_views = pipeline.HostViews(
-        views=views,
-        random_crop=random_crop,
-        crop_scale=tuple(first_view.crop_scale),
-        crop_ratio=tuple(first_view.crop_ratio),
-    )
+    host_views = pipeline.host_views_for(config.augment, views, random_crop)
     batches = pipeline.train_batches(
         source,
         global_batch=config.batch_size,

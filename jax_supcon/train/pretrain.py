@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from jax_supcon import losses, models, optim, parallel, visualize
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.config import resolve_steps, validate_config
-from jax_supcon.data import augment, sources
+from jax_supcon.data import augment, pipeline, sources
 from jax_supcon.evaluate import embed, validation
 from jax_supcon.train import common
 
@@ -97,6 +97,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     train_source = sources.load_source(config.data, "train")
     test_source = sources.load_source(config.data, "test")
     total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
+    if config.data.samples_per_class:  # before the workdir is written
+        pipeline.check_class_balanced(train_source, config.batch_size, config.data.samples_per_class)
     model, tx, schedule, init = build(config, total_steps, warmup_steps)
     target = common.abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
     common.prepare_workdir(workdir, config)

@@ -78,6 +78,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     train_source = sources.load_source(config.data, "train")
     test_source = sources.load_source(config.data, "test")
     total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
+    if config.data.samples_per_class:  # before the workdir is written
+        pipeline.check_class_balanced(train_source, config.batch_size, config.data.samples_per_class)
     model = models.SupervisedModel(
         encoder=models.create_encoder(config.model), classifier=models.LinearClassifier(train_source.num_classes)
     )
