@@ -72,6 +72,10 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
+    def wait(self) -> None:
+        """Block until pending asynchronous saves are on disk."""
+        self._manager.wait_until_finished()
+
     def close(self) -> None:
         """Wait for pending asynchronous saves, then release the manager."""
         self._manager.wait_until_finished()

@@ -40,6 +40,7 @@ def main(argv: list[str]) -> None:
     from jax_supcon import parallel
     from jax_supcon.config import validate_config
     from jax_supcon.train import JOBS
+    from jax_supcon.train.common import Preempted, TrainingDiverged
 
     config = _CONFIG.value
     try:
@@ -50,8 +51,15 @@ def main(argv: list[str]) -> None:
     except (ValueError, FileNotFoundError) as error:
         if debug:
             raise
-        # Bad values and missing inputs are the user's to fix: one line, no traceback.
-        sys.exit(f"jax-supcon: error: {error}")
+        # Bad values and missing inputs are the user's to fix: one line, no traceback, exit code 2.
+        print(f"jax-supcon: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except TrainingDiverged as error:
+        print(f"jax-supcon: stopped: {error}", file=sys.stderr)
+        sys.exit(1)
+    except Preempted as error:  # pre-emption is not a failure: the scheduler restarts the same command
+        print(f"jax-supcon: {error}", file=sys.stderr)
+        sys.exit(0)
     import jax
 
     if jax.process_index() == 0:

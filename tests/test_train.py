@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -154,14 +155,14 @@ def test_cli_runs_a_config_with_overrides_and_resumes_it(tmp_path):
 )
 def test_cli_rejects_a_bad_value_in_one_line(tmp_path, override, message):
     result = run_cli("--config=configs/digits_supcon.py", f"--workdir={tmp_path}", override)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"jax-supcon: error: {message}")
     assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
 
 
 def test_cli_reports_an_indivisible_batch_in_one_line(tmp_path):
     result = run_cli("--config=configs/digits_supcon.py", f"--workdir={tmp_path / 'run'}", "--config.batch_size=255")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "jax-supcon: error: batch_size=255 must be a positive multiple of the device count (2)"
     )
@@ -304,3 +305,66 @@ def test_resume_ignores_recipe_values_set_explicitly_and_operational_data_keys(p
     pretrain_config.augment.view2.blur_prob = 0.5
     with pytest.raises(ValueError, match=r"different augment\[view 2\].blur_prob \(0.0 vs 0.5\)"):
         pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)
+
+
+def test_a_diverged_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    args = [
+        "--config=configs/digits_supcon.py",
+        f"--workdir={tmp_path}",
+        "--config.total_steps=6",
+        "--config.log_every_steps=3",
+        "--config.checkpoint_every_steps=1",
+        "--config.model.name=resnet_tiny",
+        "--config.model.width=0.125",
+        "--config.data.image_size=8",
+        "--config.batch_size=16",
+        "--config.optimizer.warmup_steps=0",
+        "--config.optimizer.learning_rate=1e38",  # the first update overflows the weights
+        "--config.eval_every_steps=0",
+        "--config.plots=False",
+    ]
+    result = run_cli(*args)
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"jax-supcon: stopped: loss is (nan|inf|-inf) at step 2; stopped\. The last good checkpoint is step 1 .*", last
+    ), last
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero_then_the_run_resumes(tmp_path):
+    args = [
+        "--config=configs/digits_supcon.py",
+        f"--workdir={tmp_path}",
+        "--config.total_steps=500",
+        "--config.log_every_steps=1",
+        "--config.checkpoint_every_steps=1000",
+        "--config.model.name=resnet_tiny",
+        "--config.model.width=0.125",
+        "--config.data.image_size=8",
+        "--config.batch_size=16",
+        "--config.optimizer.warmup_steps=0",
+        "--config.eval_every_steps=0",
+        "--config.plots=False",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jax_supcon.main", *args],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_NUM_CPU_DEVICES="2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if line.startswith("[pretrain] step 3:"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    saved = re.search(r"SIGTERM: saved a checkpoint at step (\d+) of 500", err)
+    assert saved, err[-2000:]
+    step = int(saved.group(1))
+    assert os.listdir(tmp_path / "checkpoints") == [str(step)]
+    resumed = run_cli(*[a for a in args if "total_steps" not in a], f"--config.total_steps={step + 2}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [m["step"] for m in read_metrics(tmp_path)][-2:] == [step + 1, step + 2]

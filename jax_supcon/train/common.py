@@ -256,6 +256,60 @@ def training_batches(
     return parallel.prefetch_to_device(batches, mesh, config.data.prefetch_to_device)
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class Preempted(Exception):  # noqa: N818 (an outcome, not an error: the CLI exits 0)
+    """SIGTERM arrived; the run saved a checkpoint at the step it had reached and stopped."""
+
+
+class _StopOnSigterm:
+    """Turns SIGTERM into a flag the step loop reads (single process), or asks JAX's preemption
+    sync point, which makes every process stop at the same step (multi-process)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def should_stop(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(pending: list[tuple[int, dict]], checkpointer: Checkpointer) -> list[dict]:
+    """Fetch the pending step metrics; a non-finite loss stops the run naming its step."""
+    fetched = jax.device_get([metrics for _, metrics in pending])
+    for (step, _), metrics in zip(pending, fetched, strict=True):
+        if not np.isfinite(metrics["loss"]):
+            checkpointer.wait()
+            raise TrainingDiverged(
+                f"loss is {float(metrics['loss'])} at step {step}; stopped. The last good checkpoint is step "
+                f"{checkpointer.latest_step()} (lower the learning rate or check the data, then resume from it)"
+            )
+    return fetched
+
+
 def run_steps(
     *,
     config: ml_collections.ConfigDict,
@@ -270,29 +324,37 @@ def run_steps(
     """Run from `state.step` to `total_steps`: log every `log_every_steps`, run `evaluate` every
     `eval_every_steps` and at the end, checkpoint every `checkpoint_every_steps` and at the end
     (with that step's evaluation metrics, for the best-checkpoint policy). The host waits for the
-    devices on log and evaluation steps only."""
+    devices on log, evaluation and checkpoint steps only. A NaN or infinite loss raises
+    `TrainingDiverged` before any checkpoint of a diverged state is written; SIGTERM saves a
+    checkpoint at the step reached and raises `Preempted`."""
     start = int(jax.device_get(state.step))
     logger.drop_after(start)
-    pending: list[dict] = []
+    pending: list[tuple[int, dict]] = []
     last = logger.last_record()
     tick, tick_step = time.perf_counter(), start
-    for step in range(start + 1, total_steps + 1):
-        state, metrics = train_step(state, next(batches))
-        pending.append(metrics)
-        if step % config.log_every_steps == 0 or step == total_steps:
-            fetched = jax.device_get(pending)
-            last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-            now = time.perf_counter()
-            last["steps_per_s"] = (step - tick_step) / (now - tick)
-            tick, tick_step = now, step
-            logger.write(step, last)
-            pending = []
-        evaluated = None
-        if evaluate is not None and (step % config.eval_every_steps == 0 or step == total_steps):
-            evaluated = evaluate(state)
-            logger.write(step, evaluated)
-        if step % config.checkpoint_every_steps == 0 or step == total_steps:
-            checkpointer.save(step, state, metrics=evaluated)
+    with _StopOnSigterm() as sigterm:
+        for step in range(start + 1, total_steps + 1):
+            state, metrics = train_step(state, next(batches))
+            pending.append((step, metrics))
+            if step % config.log_every_steps == 0 or step == total_steps:
+                fetched = _check_finite(pending, checkpointer)
+                last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+                now = time.perf_counter()
+                last["steps_per_s"] = (step - tick_step) / (now - tick)
+                tick, tick_step = now, step
+                logger.write(step, last)
+                pending = []
+            evaluated = None
+            if evaluate is not None and (step % config.eval_every_steps == 0 or step == total_steps):
+                evaluated = evaluate(state)
+                logger.write(step, evaluated)
+            stop = sigterm.should_stop(step)
+            if step % config.checkpoint_every_steps == 0 or step == total_steps or stop:
+                _check_finite(pending, checkpointer)
+                checkpointer.save(step, state, metrics=evaluated)
+            if stop and step < total_steps:
+                checkpointer.wait()
+                raise Preempted(f"SIGTERM: saved a checkpoint at step {step} of {total_steps}; start again to resume")
     return state, last
 
 
