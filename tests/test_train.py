@@ -368,3 +368,41 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_the_run_resumes(tmp_path
     resumed = run_cli(*[a for a in args if "total_steps" not in a], f"--config.total_steps={step + 2}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [m["step"] for m in read_metrics(tmp_path)][-2:] == [step + 1, step + 2]
+
+
+def test_sigkill_and_the_same_command_again_log_the_losses_of_an_uninterrupted_run(tmp_path):
+    args = [
+        "--config=configs/digits_supcon.py",
+        "--config.log_every_steps=1",
+        "--config.checkpoint_every_steps=2",
+        "--config.model.name=resnet_tiny",
+        "--config.model.width=0.125",
+        "--config.data.image_size=8",
+        "--config.batch_size=16",
+        "--config.optimizer.warmup_steps=0",
+        "--config.optimizer.schedule=constant",
+        "--config.eval_every_steps=0",
+        "--config.plots=False",
+    ]
+    killed = [*args, f"--workdir={tmp_path / 'killed'}", "--config.total_steps=8"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jax_supcon.main", *killed],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_NUM_CPU_DEVICES="2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    for line in proc.stdout:
+        if line.startswith("[pretrain] step 5:"):
+            proc.kill()  # SIGKILL: no handler runs, a save may be half-written
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    again = run_cli(*killed)  # the same command
+    assert again.returncode == 0, again.stderr[-2000:]
+    straight = run_cli(*args, f"--workdir={tmp_path / 'straight'}", "--config.total_steps=8")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    resumed, reference = read_metrics(tmp_path / "killed"), read_metrics(tmp_path / "straight")
+    assert [m["step"] for m in resumed] == list(range(1, 9))  # each step logged once
+    np.testing.assert_allclose([m["loss"] for m in resumed], [m["loss"] for m in reference], rtol=1e-6)
