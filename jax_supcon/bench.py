@@ -53,7 +53,6 @@ _STEPS = flags.DEFINE_integer("steps", 20, "input: timed batches per case, after
 _JPEG_IMAGES = flags.DEFINE_integer("jpeg_images", 512, "input: JPEG files to generate for the 224px case.")
 _PNG_IMAGES = flags.DEFINE_integer("png_images", 2048, "input: 32x32 PNG files to generate.")
 _RECIPE = flags.DEFINE_string("recipe", "simclr", "input: augmentation recipe timed on the device.")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "step: the config whose pretraining step is timed.")
 _PEAK = flags.DEFINE_float("peak_tflops", None, "step: peak TFLOP/s of one device, for MFU.")
 _PIPELINE = flags.DEFINE_bool("pipeline", False, "step: feed the step from the config's input pipeline.")
 
@@ -264,13 +263,11 @@ def step_benchmark(config) -> dict:
     parallel.check_batch_size(config.batch_size, mesh)
     model, tx, schedule, init = pretrain.build(config, total_steps=config.total_steps or 1000, warmup_steps=0)
     target = common.abstract_state(init, mesh)
-    shardings = jax.tree.map(lambda leaf: leaf.sharding, target)
-    state = jax.jit(init, out_shardings=shardings)()
-    step = jax.jit(
+    state = common.init_state(init, target)
+    step = common.jit_train_step(
         functools.partial(pretrain.pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
-        in_shardings=(shardings, parallel.data_sharding(mesh)),
-        out_shardings=(shardings, parallel.replicated(mesh)),
-        donate_argnums=0,
+        common.state_shardings(target),
+        mesh,
     )
     if _PIPELINE.value:
         source = sources.load_source(config.data, "train")
@@ -328,9 +325,10 @@ def main(argv: list[str]) -> None:
         print(json.dumps(run_loss_case(images, chunk or None)), flush=True)
         return
     if argv[1] == "step":
-        if _CONFIG.value is None:
+        config = flags.FLAGS.config
+        if config is None:
             raise app.UsageError("step needs --config=configs/NAME.py")
-        print(json.dumps(step_benchmark(_CONFIG.value)), flush=True)
+        print(json.dumps(step_benchmark(config)), flush=True)
         return
     if argv[1] == "input":
         input_benchmark()
@@ -339,4 +337,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    # Defined here, not at import: `jax_supcon.main` owns `--config` in processes that import both.
+    config_flags.DEFINE_config_file("config", None, "step: the config whose pretraining step is timed.")
     app.run(main)

@@ -32,6 +32,21 @@ def tiny(config):
     return config
 
 
+# The command-line twin of `tiny` (a seconds-long digits pretraining run), for subprocess tests.
+TINY_CLI = (
+    "--config=configs/digits_supcon.py",
+    "--config.model.name=resnet_tiny",
+    "--config.model.width=0.125",
+    "--config.model.proj_dim=8",
+    "--config.data.image_size=8",
+    "--config.batch_size=16",
+    "--config.eval_batch_size=64",
+    "--config.optimizer.warmup_steps=0",
+    "--config.eval_every_steps=0",
+    "--config.plots=False",
+)
+
+
 @pytest.fixture
 def pretrain_config():
     from configs import digits_supcon

@@ -338,15 +338,7 @@ def test_random_resized_crop_zooms_into_the_image():
 
 def test_flip_and_grayscale_are_applied_at_their_probabilities():
     image = jnp.tile(jnp.linspace(0, 1, 8)[None, :, None], (8, 1, 3)) * jnp.array([1.0, 0.5, 0.2])
-    cfg = augment_config(
-        crop_scale=(1.0, 1.0),
-        crop_ratio=(1.0, 1.0),
-        flip_prob=1.0,
-        jitter_prob=0.0,
-        grayscale_prob=1.0,
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
-    )
+    cfg = unit_norm(flip_prob=1.0, grayscale_prob=1.0)
     out = augment.augment_image(jax.random.PRNGKey(0), image, augment.view_config(cfg, 0))
     assert float(out[0, 0, 0]) > float(out[0, -1, 0])  # mirrored: the bright side is now on the left
     np.testing.assert_allclose(out[..., 0], out[..., 1], atol=1e-6)  # grey: channels equal

@@ -10,17 +10,22 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_loss_benchmark_prints_one_json_line_per_case():
+def run_bench(*argv, devices=1):
+    """`python -m jax_supcon.bench ARGV` on `devices` CPU devices; asserts success, returns its JSON records."""
     result = subprocess.run(
-        [sys.executable, "-m", "jax_supcon.bench", "loss", "--sizes=64", "--chunk_size=32", "--repeats=1", "--dim=16"],
+        [sys.executable, "-m", "jax_supcon.bench", *argv],
         cwd=ROOT,
-        env=dict(os.environ, JAX_NUM_CPU_DEVICES="1"),
+        env=dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices)),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_loss_benchmark_prints_one_json_line_per_case():
+    records = run_bench("loss", "--sizes=64", "--chunk_size=32", "--repeats=1", "--dim=16")
     assert [(r["images"], r["chunk_size"]) for r in records] == [(64, None), (64, 32)]
     for record in records:
         assert "error" not in record, record
@@ -36,18 +41,7 @@ def test_unknown_benchmark_is_a_usage_error():
 
 def test_input_benchmark_prints_every_case():
     argv = ["input", "--batch=8", "--steps=1", "--jpeg_images=16", "--png_images=16", "--recipe=byol"]
-    result = subprocess.run(
-        [sys.executable, "-m", "jax_supcon.bench", *argv],
-        cwd=ROOT,
-        env=dict(os.environ, JAX_NUM_CPU_DEVICES="1"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    records = {
-        r["case"]: r for r in map(json.loads, filter(lambda line: line.startswith("{"), result.stdout.splitlines()))
-    }
+    records = {record["case"]: record for record in run_bench(*argv)}
     assert sorted(records) == [
         "224px_jpeg_files_2_views",
         "32px_in_memory",
@@ -69,18 +63,7 @@ def test_step_benchmark_times_a_compiled_step_on_resident_and_pipelined_input():
         "--steps=1",
         "--peak_tflops=1.0",
     ]
-    records = []
-    for extra in ([], ["--pipeline"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "jax_supcon.bench", "step", *tiny, *extra],
-            cwd=ROOT,
-            env=dict(os.environ, JAX_NUM_CPU_DEVICES="2"),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
-        records.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    records = [run_bench("step", *tiny, *extra, devices=2)[-1] for extra in ([], ["--pipeline"])]
     for record in records:
         assert record["bench"] == "step" and record["devices"] == 2 and record["batch"] == 8
         assert record["step_time_s"] > 0 and record["compile_s"] > 0 and record["tflop_per_step"] > 0

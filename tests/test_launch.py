@@ -8,24 +8,11 @@ import sys
 import time
 
 import numpy as np
+from conftest import TINY_CLI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(ROOT, "launch", "local.sh")
-TINY = [
-    "--config=configs/digits_supcon.py",
-    "--config.total_steps=4",
-    "--config.log_every_steps=1",
-    "--config.checkpoint_every_steps=2",
-    "--config.model.name=resnet_tiny",
-    "--config.model.width=0.125",
-    "--config.model.proj_dim=8",
-    "--config.data.image_size=8",
-    "--config.batch_size=16",
-    "--config.eval_batch_size=64",
-    "--config.optimizer.warmup_steps=0",
-    "--config.eval_every_steps=0",
-    "--config.plots=False",
-]
+TINY = [*TINY_CLI, "--config.total_steps=4", "--config.log_every_steps=1", "--config.checkpoint_every_steps=2"]
 
 
 def losses(workdir):

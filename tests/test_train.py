@@ -11,7 +11,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import read_metrics
+from conftest import TINY_CLI, read_metrics
 
 from jax_supcon import parallel
 from jax_supcon.train import linear_eval, pretrain
@@ -309,19 +309,12 @@ def test_resume_ignores_recipe_values_set_explicitly_and_operational_data_keys(p
 
 def test_a_diverged_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     args = [
-        "--config=configs/digits_supcon.py",
+        *TINY_CLI,
         f"--workdir={tmp_path}",
         "--config.total_steps=6",
         "--config.log_every_steps=3",
         "--config.checkpoint_every_steps=1",
-        "--config.model.name=resnet_tiny",
-        "--config.model.width=0.125",
-        "--config.data.image_size=8",
-        "--config.batch_size=16",
-        "--config.optimizer.warmup_steps=0",
         "--config.optimizer.learning_rate=1e38",  # the first update overflows the weights
-        "--config.eval_every_steps=0",
-        "--config.plots=False",
     ]
     result = run_cli(*args)
     assert result.returncode == 1, result.stderr[-2000:]
@@ -334,18 +327,11 @@ def test_a_diverged_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
 
 def test_sigterm_saves_a_checkpoint_and_exits_zero_then_the_run_resumes(tmp_path):
     args = [
-        "--config=configs/digits_supcon.py",
+        *TINY_CLI,
         f"--workdir={tmp_path}",
         "--config.total_steps=500",
         "--config.log_every_steps=1",
         "--config.checkpoint_every_steps=1000",
-        "--config.model.name=resnet_tiny",
-        "--config.model.width=0.125",
-        "--config.data.image_size=8",
-        "--config.batch_size=16",
-        "--config.optimizer.warmup_steps=0",
-        "--config.eval_every_steps=0",
-        "--config.plots=False",
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "jax_supcon.main", *args],
@@ -372,17 +358,10 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_the_run_resumes(tmp_path
 
 def test_sigkill_and_the_same_command_again_log_the_losses_of_an_uninterrupted_run(tmp_path):
     args = [
-        "--config=configs/digits_supcon.py",
+        *TINY_CLI,
         "--config.log_every_steps=1",
         "--config.checkpoint_every_steps=2",
-        "--config.model.name=resnet_tiny",
-        "--config.model.width=0.125",
-        "--config.data.image_size=8",
-        "--config.batch_size=16",
-        "--config.optimizer.warmup_steps=0",
         "--config.optimizer.schedule=constant",
-        "--config.eval_every_steps=0",
-        "--config.plots=False",
     ]
     killed = [*args, f"--workdir={tmp_path / 'killed'}", "--config.total_steps=8"]
     proc = subprocess.Popen(

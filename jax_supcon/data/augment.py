@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jax_supcon.config import resolve_view as view_config  # one view's concrete config
+
 SOLARIZE_THRESHOLD = 0.5  # on [0, 1] images, as BYOL
 BLUR_KERNEL_FRACTION = 0.1  # SimCLR: a kernel ~10% of the image side (23 px at 224)
 GEOMETRIC_FILL = 0.5  # grey fill outside rotated / sheared / translated images, as timm's (128, 128, 128)
@@ -328,14 +330,6 @@ def normalize(image: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
 def to_float(images: jax.Array) -> jax.Array:
     """uint8 [0, 255] -> float32 [0, 1]."""
     return images.astype(jnp.float32) / 255.0
-
-
-def view_config(cfg: ml_collections.ConfigDict, view_index: int) -> ml_collections.ConfigDict:
-    """The concrete flat config of view `view_index` (0-based): recipe, then the fields set for
-    all views, then those set for this view (`cfg.view{view_index + 1}`); see `config.augment_config`."""
-    from jax_supcon.config import resolve_view
-
-    return resolve_view(cfg, view_index)
 
 
 def _identity_crop(cfg: ml_collections.ConfigDict) -> bool:

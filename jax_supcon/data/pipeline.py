@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from jax_supcon.config import resolve_view
 from jax_supcon.data.sources import Source, _tf
 
 Batch = dict[str, np.ndarray]
@@ -47,8 +48,6 @@ class HostViews:
 
 def host_views_for(augment_config, views: int, random_crop: bool = True) -> HostViews:
     """The host's crop settings for `views` views of an augment config (each view's own)."""
-    from jax_supcon.config import resolve_view
-
     crops = tuple(
         (tuple(view.crop_scale), tuple(view.crop_ratio))
         for view in (resolve_view(augment_config, v) for v in range(views))

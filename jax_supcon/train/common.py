@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -19,7 +19,8 @@ from jax.sharding import Mesh
 
 from jax_supcon import parallel
 from jax_supcon.checkpoint import Checkpointer
-from jax_supcon.data import pipeline
+from jax_supcon.config import resolve_steps, resolve_view, validate_config
+from jax_supcon.data import pipeline, sources
 from jax_supcon.data.sources import Source
 
 CONFIG_FILE = "config.json"
@@ -66,13 +67,64 @@ def abstract_state(init: Callable[[], TrainState], mesh: Mesh) -> TrainState:
     )
 
 
+def init_state(init: Callable[[], TrainState], target: TrainState) -> TrainState:
+    """A fresh state, initialised on the devices straight into `target`'s shardings."""
+    return jax.jit(init, out_shardings=state_shardings(target))()
+
+
 def restore_or_init(init: Callable[[], TrainState], target: TrainState, checkpointer: Checkpointer) -> TrainState:
     """Latest checkpoint in the workdir if there is one (resume), else a fresh sharded init;
     `target` is `abstract_state(init, mesh)`."""
     if checkpointer.latest_step() is not None:
         return checkpointer.restore(target)
-    shardings = jax.tree.map(lambda leaf: leaf.sharding, target)
-    return jax.jit(init, out_shardings=shardings)()
+    return init_state(init, target)
+
+
+def jit_train_step(step_fn: Callable, shardings: Any, mesh: Mesh, *, replicated_args: int = 0) -> Callable:
+    """`step_fn(state, batch, *extra)` compiled once: state replicated and donated, batch sharded
+    over the data axis, `replicated_args` extra inputs (frozen variables) replicated."""
+    replicated = parallel.replicated(mesh)
+    return jax.jit(
+        step_fn,
+        in_shardings=(shardings, parallel.data_sharding(mesh)) + (replicated,) * replicated_args,
+        out_shardings=(shardings, replicated),
+        donate_argnums=0,
+    )
+
+
+class TrainingData(NamedTuple):
+    mesh: Mesh
+    train: Source
+    test: Source
+    total_steps: int
+    warmup_steps: int
+
+
+def load_training_data(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> TrainingData:
+    """What every training job checks and loads before it builds a model or touches its workdir:
+    the config, batch divisibility over the mesh, both splits, the run's length, class balance."""
+    validate_config(config)
+    mesh = mesh or parallel.create_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    train = sources.load_source(config.data, "train")
+    test = sources.load_source(config.data, "test")
+    total_steps, warmup_steps = resolve_steps(config, train.num_examples)
+    if config.data.samples_per_class:
+        pipeline.check_class_balanced(train, config.batch_size, config.data.samples_per_class)
+    return TrainingData(mesh, train, test, total_steps, warmup_steps)
+
+
+def sum_over_split(count: Callable[[dict], jax.Array], source: Source, mesh: Mesh, batch_size: int) -> np.ndarray:
+    """Sum `count(global_batch)` (a jitted per-batch tally that honours `mask`) over one padded
+    evaluation pass of `source`; the sum stays on the devices and is fetched once at the end."""
+    total = None
+    for batch in pipeline.eval_batches(
+        source, global_batch=batch_size, process_index=jax.process_index(), process_count=jax.process_count()
+    ):
+        value = count(parallel.to_global(batch, mesh))
+        total = value if total is None else total + value
+    return np.asarray(jax.device_get(total))
 
 
 def state_shardings(state: TrainState) -> Any:
@@ -135,8 +187,6 @@ def _resume_view(config: dict, key: str):
     as resolved per view (a field set to its recipe's value is no change), data without operational keys."""
     value = config.get(key)
     if key == "augment" and isinstance(value, dict) and "recipe" in value:
-        from jax_supcon.config import resolve_view
-
         augment = ml_collections.ConfigDict(value)
         views = max(2, int((config.get("loss") or {}).get("num_views", 2)))
         return [resolve_view(augment, v).to_dict() for v in range(views)]

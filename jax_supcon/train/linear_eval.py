@@ -13,10 +13,9 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from jax_supcon import losses, models, optim, parallel
+from jax_supcon import losses, models, optim
 from jax_supcon.checkpoint import Checkpointer
-from jax_supcon.config import resolve_steps, validate_config
-from jax_supcon.data import augment, pipeline, sources
+from jax_supcon.data import augment
 from jax_supcon.train import common, pretrain
 
 
@@ -99,30 +98,15 @@ def correct_count(params, batch, frozen, *, encoder, classifier, config) -> jax.
 def evaluate(params, frozen, source, mesh, *, encoder, classifier, config) -> float:
     """Top-1 accuracy over the whole `source` (padding excluded)."""
     count = jax.jit(functools.partial(correct_count, encoder=encoder, classifier=classifier, config=config))
-    correct = 0
-    for batch in pipeline.eval_batches(
-        source,
-        global_batch=config.eval_batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    ):
-        correct += int(count(params, parallel.to_global(batch, mesh), frozen))
-    return correct / source.num_examples
+    correct = common.sum_over_split(lambda batch: count(params, batch, frozen), source, mesh, config.eval_batch_size)
+    return int(correct) / source.num_examples
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) linear evaluation in `workdir`; returns the summary with `test_top1`."""
-    validate_config(config)
-    mesh = mesh or parallel.create_mesh()
-    parallel.check_batch_size(config.batch_size, mesh)
-    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    mesh, train_source, test_source, total_steps, warmup_steps = common.load_training_data(config, mesh)
     if not os.path.isdir(config.pretrained_workdir):
         raise FileNotFoundError(f"pretrained_workdir={config.pretrained_workdir!r} does not exist")
-    train_source = sources.load_source(config.data, "train")
-    test_source = sources.load_source(config.data, "test")
-    total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
-    if config.data.samples_per_class:  # before the workdir is written
-        pipeline.check_class_balanced(train_source, config.batch_size, config.data.samples_per_class)
     pre_config, _, pretrained, pretrained_step = restore_pretrained(
         config.pretrained_workdir, mesh, str(config.checkpoint)
     )
@@ -140,16 +124,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
     state = common.restore_or_init(init, common.abstract_state(init, mesh), checkpointer)
     shardings = common.state_shardings(state)
-    replicated = parallel.replicated(mesh)
     step_fn = functools.partial(
         linear_step, encoder=encoder, classifier=classifier, tx=tx, schedule=schedule, config=config
     )
-    train_step = jax.jit(
-        step_fn,
-        in_shardings=(shardings, parallel.data_sharding(mesh), replicated),
-        out_shardings=(shardings, replicated),
-        donate_argnums=0,
-    )
+    train_step = common.jit_train_step(step_fn, shardings, mesh, replicated_args=1)
     batches = common.training_batches(train_source, config, state, mesh, random_crop=config.linear_augment)
     logger = common.MetricLogger(workdir, "linear_eval")
     start = time.perf_counter()

@@ -12,10 +12,9 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from jax_supcon import losses, models, optim, parallel, visualize
+from jax_supcon import losses, models, optim, visualize
 from jax_supcon.checkpoint import Checkpointer
-from jax_supcon.config import resolve_steps, validate_config
-from jax_supcon.data import augment, pipeline, sources
+from jax_supcon.data import augment
 from jax_supcon.evaluate import embed, validation
 from jax_supcon.train import common
 
@@ -90,15 +89,7 @@ def build(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) stage-1 pretraining in `workdir`; returns the summary it writes."""
-    validate_config(config)
-    mesh = mesh or parallel.create_mesh()
-    parallel.check_batch_size(config.batch_size, mesh)
-    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    train_source = sources.load_source(config.data, "train")
-    test_source = sources.load_source(config.data, "test")
-    total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
-    if config.data.samples_per_class:  # before the workdir is written
-        pipeline.check_class_balanced(train_source, config.batch_size, config.data.samples_per_class)
+    mesh, train_source, test_source, total_steps, warmup_steps = common.load_training_data(config, mesh)
     model, tx, schedule, init = build(config, total_steps, warmup_steps)
     target = common.abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
     common.prepare_workdir(workdir, config)
@@ -109,11 +100,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     )
     state = common.restore_or_init(init, target, checkpointer)
     shardings = common.state_shardings(state)
-    train_step = jax.jit(
+    train_step = common.jit_train_step(
         functools.partial(pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
-        in_shardings=(shardings, parallel.data_sharding(mesh)),
-        out_shardings=(shardings, parallel.replicated(mesh)),
-        donate_argnums=0,
+        shardings,
+        mesh,
     )
 
     forward = embed.embedding_forward(model, config.augment)

@@ -12,10 +12,9 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from jax_supcon import losses, models, optim, parallel
+from jax_supcon import losses, models, optim
 from jax_supcon.checkpoint import Checkpointer
-from jax_supcon.config import resolve_steps, validate_config
-from jax_supcon.data import augment, pipeline, sources
+from jax_supcon.data import augment
 from jax_supcon.train import common
 
 
@@ -57,29 +56,13 @@ def correct_counts(variables, batch, *, model, config) -> jax.Array:
 def evaluate(variables, source, mesh, *, model, config) -> dict[str, float]:
     """Top-1 and top-5 accuracy over the whole `source` (padding excluded)."""
     count = jax.jit(functools.partial(correct_counts, model=model, config=config))
-    totals = jnp.zeros(2, jnp.int32)
-    for batch in pipeline.eval_batches(
-        source,
-        global_batch=config.eval_batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    ):
-        totals = totals + count(variables, parallel.to_global(batch, mesh))
-    top1, top5 = (int(x) / source.num_examples for x in jax.device_get(totals))
-    return {"test_top1": top1, "test_top5": top5}
+    top1, top5 = common.sum_over_split(lambda batch: count(variables, batch), source, mesh, config.eval_batch_size)
+    return {"test_top1": int(top1) / source.num_examples, "test_top5": int(top5) / source.num_examples}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) the cross-entropy baseline in `workdir`; returns the summary with test top-1/top-5."""
-    validate_config(config)
-    mesh = mesh or parallel.create_mesh()
-    parallel.check_batch_size(config.batch_size, mesh)
-    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    train_source = sources.load_source(config.data, "train")
-    test_source = sources.load_source(config.data, "test")
-    total_steps, warmup_steps = resolve_steps(config, train_source.num_examples)
-    if config.data.samples_per_class:  # before the workdir is written
-        pipeline.check_class_balanced(train_source, config.batch_size, config.data.samples_per_class)
+    mesh, train_source, test_source, total_steps, warmup_steps = common.load_training_data(config, mesh)
     model = models.SupervisedModel(
         encoder=models.create_encoder(config.model), classifier=models.LinearClassifier(train_source.num_classes)
     )
@@ -93,11 +76,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
     state = common.restore_or_init(init, target, checkpointer)
     shardings = common.state_shardings(state)
-    train_step = jax.jit(
-        functools.partial(supervised_step, model=model, tx=tx, schedule=schedule, config=config),
-        in_shardings=(shardings, parallel.data_sharding(mesh)),
-        out_shardings=(shardings, parallel.replicated(mesh)),
-        donate_argnums=0,
+    train_step = common.jit_train_step(
+        functools.partial(supervised_step, model=model, tx=tx, schedule=schedule, config=config), shardings, mesh
     )
     batches = common.training_batches(train_source, config, state, mesh)
     logger = common.MetricLogger(workdir, "supervised")
