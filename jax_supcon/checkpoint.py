@@ -18,11 +18,19 @@ CHECKPOINT_DIR = "checkpoints"
 class Checkpointer:
     """Thin wrapper over `ocp.CheckpointManager` for one train-state pytree.
 
-    With `best_metric`, the checkpoint with the highest value of that metric (passed to `save`)
-    is kept as well as the latest `keep`.
+    With `best_metric`, the `keep_best` checkpoints with the highest values of that metric (passed
+    to `save`) are kept as well as the latest `keep`.
     """
 
-    def __init__(self, workdir: str, *, keep: int = 2, best_metric: str | None = None, create: bool = True):
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        keep: int = 2,
+        best_metric: str | None = None,
+        keep_best: int = 1,
+        create: bool = True,
+    ):
         """`create=False` for restoring only (stage 2 reading stage 1): nothing is written."""
         self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
         policies = [checkpoint_managers.LatestN(keep)]
@@ -31,7 +39,7 @@ class Checkpointer:
                 checkpoint_managers.BestN(
                     get_metric_fn=lambda metrics: metrics[best_metric],
                     reverse=False,
-                    n=1,
+                    n=keep_best,
                     keep_checkpoints_without_metrics=False,
                 )
             )

@@ -181,7 +181,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.total_epochs = placeholder(float)
     config.log_every_steps = 50
     config.checkpoint_every_steps = 1000
-    config.keep_checkpoints = 2
+    config.keep_checkpoints = 2  # the latest N checkpoints kept
+    config.keep_best = 1  # pretrain: and the N best by best_metric (jax_supcon.average can average them)
     config.eval_every_steps = 1000  # pretrain: kNN + retrieval validation (and at the end); 0: none
     config.best_metric = "val/encoder/knn_top1"  # pretrain: checkpoint kept as "best"; "" for none
     config.knn_k = 200
@@ -324,6 +325,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "batch_size",
         "eval_batch_size",
         "keep_checkpoints",
+        "keep_best",
     )
     for key in keys:
         if config[key] <= 0:

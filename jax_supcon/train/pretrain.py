@@ -96,7 +96,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
 
     validating = config.eval_every_steps > 0
     checkpointer = Checkpointer(
-        workdir, keep=config.keep_checkpoints, best_metric=config.best_metric if validating else None
+        workdir,
+        keep=config.keep_checkpoints,
+        best_metric=config.best_metric if validating else None,
+        keep_best=config.keep_best,
     )
     state = common.restore_or_init(init, target, checkpointer)
     shardings = common.state_shardings(state)
