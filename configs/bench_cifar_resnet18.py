@@ -27,6 +27,7 @@ def get_config():
     config.loss.name = "supcon"
     config.loss.temperature = 0.1
     config.augment = augment_config("none")
+    config.online_probe = False  # the PyTorch reference step has no probe
     config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 0.05
     config.optimizer.momentum = 0.9

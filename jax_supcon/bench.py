@@ -261,6 +261,7 @@ def step_benchmark(config) -> dict:
     validate_config(config)
     mesh = parallel.create_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
+    config = pretrain.with_num_classes(config, config.data.get("num_classes") or 10)  # the online probe's size
     model, tx, schedule, init = pretrain.build(config, total_steps=config.total_steps or 1000, warmup_steps=0)
     target = common.abstract_state(init, mesh)
     state = common.init_state(init, target)

@@ -18,7 +18,7 @@ from jax_supcon.losses import CONTRAST_MODES, DENOMINATORS, LOSS_TYPES, TRIPLET_
 from jax_supcon.models import DTYPES
 from jax_supcon.models.heads import HEADS
 from jax_supcon.models.resnet import ARCHITECTURES, STEMS
-from jax_supcon.optim import LR_SCALINGS, OPTIMIZERS, SCHEDULES
+from jax_supcon.optim import LR_SCALINGS, OPTIMIZERS, SCHEDULES, step_boundaries
 
 JOBS = ("pretrain", "linear_eval", "embed", "supervised")
 LOSSES = ("supcon", "simclr", "pair", "triplet")
@@ -193,6 +193,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.pretrained_workdir = placeholder(str)  # linear_eval: stage-1 workdir to restore
     config.linear_augment = True  # linear_eval: train the classifier on augmented views
     config.label_smoothing = 0.0  # linear_eval, supervised: cross-entropy label smoothing
+    config.ema_decay = 0.0  # > 0 (e.g. 0.999): keep an exponential moving average of the weights
+    config.eval_with_ema = False  # evaluate (validation, test accuracy, plots) with the EMA weights
+    config.online_probe = True  # pretrain: a linear classifier on stop-gradient features, logged as probe_top1
+    config.pretrained_ema = False  # linear_eval / embed: restore the stage-1 run's EMA weights of the encoder
+    config.precompute_features = False  # linear_eval without linear_augment: features computed once, then reused
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "digits"  # digits, synthetic, folder:PATH or a tfds name (cifar10, imagenet2012, ...)
@@ -241,7 +246,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.momentum = 0.9
     config.optimizer.nesterov = False
     config.optimizer.weight_decay = 1e-4
-    config.optimizer.schedule = "cosine"
+    config.optimizer.schedule = "cosine"  # "cosine", "step" or "constant", after the warmup
+    config.optimizer.decay_boundaries = (0.7, 0.8, 0.9)  # step: fractions of the run (SupContrast: 700,800,900/1000)
+    config.optimizer.decay_rate = 0.1  # step: the learning rate is multiplied by this at each boundary
+    config.optimizer.clip_grad_norm = placeholder(float)  # clip gradients to this global norm; None: no clipping
     config.optimizer.warmup_steps = placeholder(int)  # or warmup_epochs
     config.optimizer.warmup_epochs = 0.0
     return config
@@ -308,8 +316,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key, allowed in (("name", OPTIMIZERS), ("schedule", SCHEDULES), ("lr_scaling", LR_SCALINGS)):
         if config.optimizer[key] not in allowed:
             raise ValueError(f"optimizer.{key}={config.optimizer[key]!r}; allowed: {allowed}")
-    if not config.optimizer.learning_rate > 0:
-        raise ValueError(f"optimizer.learning_rate={config.optimizer.learning_rate} must be > 0")
+    _validate_optimizer(config.optimizer)
     validating = config.job == "pretrain" and config.eval_every_steps > 0 and config.best_metric
     if validating and config.best_metric not in VALIDATION_METRICS:
         raise ValueError(f"best_metric={config.best_metric!r}; allowed: '' or one of {VALIDATION_METRICS}")
@@ -330,10 +337,30 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in keys:
         if config[key] <= 0:
             raise ValueError(f"{key}={config[key]} must be > 0")
+    if not 0 <= config.ema_decay < 1:
+        raise ValueError(f"ema_decay={config.ema_decay} must be in [0, 1) (0: no EMA)")
+    if config.eval_with_ema and not config.ema_decay:
+        raise ValueError("eval_with_ema=True needs ema_decay > 0 (e.g. --config.ema_decay=0.999)")
+    if config.precompute_features and config.linear_augment:
+        raise ValueError("precompute_features=True needs linear_augment=False (augmented views change every step)")
     _validate_data(config)
     validate_augment_config(config.augment)
     if config.job in ("linear_eval", "embed") and not config.pretrained_workdir:
         raise ValueError(f"{config.job} needs --config.pretrained_workdir=DIR (a stage-1 workdir)")
+
+
+def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:
+    if not opt.learning_rate >= 0:
+        raise ValueError(f"optimizer.learning_rate={opt.learning_rate} must be >= 0")
+    if not opt.weight_decay >= 0 or not 0 <= opt.momentum < 1:
+        raise ValueError(
+            f"optimizer.weight_decay={opt.weight_decay} must be >= 0 and optimizer.momentum={opt.momentum} in [0, 1)"
+        )
+    if opt.clip_grad_norm is not None and not opt.clip_grad_norm > 0:
+        raise ValueError(f"optimizer.clip_grad_norm={opt.clip_grad_norm} must be > 0 (or unset: no clipping)")
+    if not 0 <= opt.decay_rate <= 1:
+        raise ValueError(f"optimizer.decay_rate={opt.decay_rate} must be in [0, 1]")
+    step_boundaries(opt, total_steps=1)
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:

@@ -66,9 +66,32 @@ def main(argv: list[str]) -> None:
         print(json.dumps(summary, indent=2, sort_keys=True))
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag or config override (unknown key, wrong type) reported
+    like every other bad input: one line on stderr, exit code 2."""
+    try:
+        rest = flags.FLAGS(argv)
+        _CONFIG.value.get("job")  # a config file that failed to load raises here
+        return rest
+    except (flags.Error, KeyError, AttributeError, OSError) as error:
+        print(f"jax-supcon: error: {_flag_error_line(error)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _flag_error_line(error: Exception) -> str:
+    """One line from absl's and ml_collections' flag errors (some span several lines)."""
+    text = str(error.args[0]) if error.args else str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(error, (KeyError, AttributeError)):  # an override of a key the config lacks
+        return f"unknown config key {lines[0].strip(chr(34) + chr(39))!r}" + "".join(f"; {line}" for line in lines[1:])
+    if isinstance(error, OSError):  # ml_collections' report of a config file: its last line says why
+        lines = ["cannot load --config:", *lines[-1:]]
+    return " ".join(" ".join(lines).split())
+
+
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

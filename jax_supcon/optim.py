@@ -9,7 +9,7 @@ import ml_collections
 import optax
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "step", "constant")
 LR_SCALINGS = ("none", "linear", "sqrt")
 
 
@@ -23,23 +23,42 @@ def peak_learning_rate(opt: ml_collections.ConfigDict, batch_size: int) -> float
     return opt.learning_rate * factor
 
 
+def step_boundaries(opt: ml_collections.ConfigDict, total_steps: int) -> list[int]:
+    """`optimizer.decay_boundaries` (fractions of the run, increasing, in (0, 1)) as step numbers."""
+    fractions = tuple(opt.get("decay_boundaries", ()))
+    if any(not 0 < f < 1 for f in fractions) or list(fractions) != sorted(set(fractions)):
+        raise ValueError(f"optimizer.decay_boundaries={fractions} must be increasing fractions of the run in (0, 1)")
+    return [round(f * total_steps) for f in fractions]
+
+
 def create_schedule(
     opt: ml_collections.ConfigDict, total_steps: int, warmup_steps: int, batch_size: int = 256
 ) -> optax.Schedule:
-    """Linear warmup from 0 to the (batch-scaled) peak learning rate, then cosine to 0 (or constant)."""
+    """Linear warmup from 0 to the (batch-scaled) peak learning rate, then `cosine` to 0, `step`
+    (times `decay_rate` at each of `decay_boundaries`, SupContrast's schedule) or `constant`."""
     if opt.schedule not in SCHEDULES:
         raise ValueError(f"optimizer.schedule={opt.schedule!r}; allowed: {SCHEDULES}")
     peak = peak_learning_rate(opt, batch_size)
-    if opt.schedule == "constant":
-        warmup = optax.linear_schedule(0.0, peak, max(warmup_steps, 1))
-        return optax.join_schedules([warmup, optax.constant_schedule(peak)], [warmup_steps])
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=peak,
-        warmup_steps=warmup_steps,
-        decay_steps=max(total_steps, warmup_steps + 1),
-        end_value=0.0,
-    )
+    if opt.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0,
+            peak_value=peak,
+            warmup_steps=warmup_steps,
+            decay_steps=max(total_steps, warmup_steps + 1),
+            end_value=0.0,
+        )
+    if opt.schedule == "step":
+        rate = opt.get("decay_rate", 0.1)
+        if not 0 <= rate <= 1:
+            raise ValueError(f"optimizer.decay_rate={rate} must be in [0, 1]")
+        boundaries = step_boundaries(opt, total_steps)
+        after = optax.piecewise_constant_schedule(
+            peak, {b - warmup_steps: rate for b in boundaries if b > warmup_steps}
+        )
+    else:
+        after = optax.constant_schedule(peak)
+    warmup = optax.linear_schedule(0.0, peak, max(warmup_steps, 1))
+    return optax.join_schedules([warmup, after], [warmup_steps])
 
 
 def _decay_mask(params):
@@ -53,8 +72,11 @@ def create_optimizer(
     """The optimizer named by `optimizer.name` with its schedule (peak scaled for `batch_size`)."""
     if opt.name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name={opt.name!r}; allowed: {OPTIMIZERS}")
-    if not opt.learning_rate > 0:
-        raise ValueError(f"optimizer.learning_rate={opt.learning_rate} must be > 0")
+    if not opt.learning_rate >= 0:
+        raise ValueError(f"optimizer.learning_rate={opt.learning_rate} must be >= 0")
+    clip = opt.get("clip_grad_norm")
+    if clip is not None and not clip > 0:
+        raise ValueError(f"optimizer.clip_grad_norm={clip} must be > 0 (or unset: no clipping)")
     schedule = create_schedule(opt, total_steps, warmup_steps, batch_size)
     if opt.name == "sgd":
         tx = optax.chain(
@@ -73,4 +95,6 @@ def create_optimizer(
         )
     else:
         tx = optax.adamw(schedule, weight_decay=opt.weight_decay, mask=_decay_mask)
+    if clip is not None:  # on the raw gradients, before weight decay and momentum
+        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
     return tx, schedule

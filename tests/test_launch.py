@@ -37,7 +37,7 @@ def test_two_processes_train_as_one_job_with_the_losses_of_one_process(tmp_path)
     )
     assert two.returncode == 0, two.stderr[-3000:] + two.stdout[-3000:]
     lines = two.stdout.splitlines()
-    assert any(line.startswith("[0] [pretrain] step 4:") for line in lines)
+    assert any(line.startswith("[0] [pretrain] step 4/") for line in lines)
     assert not any(line.startswith("[1] [pretrain]") for line in lines)  # only process 0 logs
     one = subprocess.run(
         [*command, f"--workdir={tmp_path / 'one'}"],

@@ -139,34 +139,73 @@ def test_cli_runs_a_config_with_overrides_and_resumes_it(tmp_path):
     assert "[pretrain] step" not in again.stdout and read_metrics(tmp_path) == logged
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["steps"] == 2 and summary["devices"] == 2
-    assert "[pretrain] step 2: " in result.stdout
+    assert "[pretrain] step 2/2 (" in result.stdout and "steps/s, ETA 0s): loss=" in result.stdout
     with open(tmp_path / "config.json") as f:
         saved = json.load(f)
     assert saved["loss"]["name"] == "simclr" and saved["model"]["name"] == "resnet_tiny"
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("--config.loss.name=supcn", "loss.name='supcn'; allowed: ('supcon', 'simclr', 'pair', 'triplet')"),
-        ("--config.data.name=folder:/no/such", "data.name='folder:/no/such': '/no/such' does not exist; expected"),
-        ("--config.data.name=cifar_10", "data.name='cifar_10'; allowed: 'digits', 'synthetic', 'folder:PATH' or"),
-    ],
-)
-def test_cli_rejects_a_bad_value_in_one_line(tmp_path, override, message):
-    result = run_cli("--config=configs/digits_supcon.py", f"--workdir={tmp_path}", override)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(f"jax-supcon: error: {message}")
-    assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
+SUPCON = "--config=configs/digits_supcon.py"
+LINEAR = "--config=configs/digits_linear.py"
+BAD_INPUTS = [  # (config file, override, the one line on stderr after "jax-supcon: error: ")
+    (SUPCON, "--config.batch_size=0", "batch_size=0 must be > 0"),
+    (SUPCON, "--config.batch_size=255", "batch_size=255 must be a positive multiple of the device count (2)"),
+    (SUPCON, "--config.batch_size=abc", "flag --config.batch_size=abc: invalid literal for int() with base 10"),
+    (SUPCON, "--config.loss.temperature=0", "loss.temperature=0.0 must be > 0"),
+    (SUPCON, "--config.optimizer.learning_rate=-0.1", "optimizer.learning_rate=-0.1 must be >= 0"),
+    (SUPCON, "--config.model.name=resnet19", "model.name='resnet19'; allowed: ("),
+    (SUPCON, "--config.model.dtype=float16", "model.dtype='float16'; allowed: ('float32', 'bfloat16')"),
+    (SUPCON, "--config.loss.name=supcn", "loss.name='supcn'; allowed: ('supcon', 'simclr', 'pair', 'triplet')"),
+    (SUPCON, "--config.optimizer.name=adam", "optimizer.name='adam'; allowed: ('sgd', 'lars', 'adamw')"),
+    (SUPCON, "--config.optimizer.schedule=poly", "optimizer.schedule='poly'; allowed: ('cosine', 'step', 'constant')"),
+    (SUPCON, "--config.data.name=cifar_10", "data.name='cifar_10'; allowed: 'digits', 'synthetic', 'folder:PATH' or"),
+    (SUPCON, "--config.data.name=folder:/no/such", "data.name='folder:/no/such': '/no/such' does not exist; expected"),
+    (SUPCON, "--config.augment.recipe=bol", "augment.recipe='bol'; allowed: ('supcon_cifar', 'simclr', 'byol',"),
+    (SUPCON, "--config.lossx.name=foo", 'unknown config key \'lossx\'; Did you mean "loss" instead of "lossx"?'),
+    (SUPCON, "--config.ema_decay=1.0", "ema_decay=1.0 must be in [0, 1) (0: no EMA)"),
+    (SUPCON, "--config.eval_with_ema=True", "eval_with_ema=True needs ema_decay > 0"),
+    (SUPCON, "--config.total_steps=0", "the run must have > 0 steps, got 0"),
+    ("--config=configs/nope.py", "--config.seed=1", "cannot load --config: [Errno 2] No such file or directory"),
+    (LINEAR, "--config.seed=1", "linear_eval needs --config.pretrained_workdir=DIR (a stage-1 workdir)"),
+    (LINEAR, "--config.pretrained_workdir=/no/such", "pretrained_workdir='/no/such' does not exist"),
+    (LINEAR, "--config.pretrained_workdir=EMPTY", "EMPTY/config.json not found: is 'EMPTY' the workdir of a"),
+    (LINEAR, "--config.checkpoint=bestest", "checkpoint='bestest'; allowed: 'latest', 'best' or a step number"),
+    (
+        LINEAR,
+        "--config.precompute_features=True",
+        "precompute_features=True needs linear_augment=False (augmented views change every step)",
+    ),
+]
 
 
-def test_cli_reports_an_indivisible_batch_in_one_line(tmp_path):
-    result = run_cli("--config=configs/digits_supcon.py", f"--workdir={tmp_path / 'run'}", "--config.batch_size=255")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        "jax-supcon: error: batch_size=255 must be a positive multiple of the device count (2)"
+def test_every_bad_input_is_one_line_exit_code_2_and_the_run_in_the_workdir_is_untouched(tmp_path):
+    """Each case through the CLI's own flag parsing and `main`, in one process (see cli_errors_worker.py)."""
+    workdir, empty = tmp_path / "run", tmp_path / "empty"
+    workdir.mkdir()
+    empty.mkdir()
+    existing = {"config.json": '{"job": "pretrain"}\n', "metrics.jsonl": '{"step": 1, "loss": 3.0}\n'}
+    for name, text in existing.items():
+        (workdir / name).write_text(text)
+    cases = [
+        [config, f"--workdir={workdir}", override.replace("EMPTY", str(empty))] for config, override, _ in BAD_INPUTS
+    ]
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "cli_errors_worker.py")],
+        input=json.dumps(cases),
+        env=dict(os.environ, JAX_NUM_CPU_DEVICES="2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    assert not (tmp_path / "run").exists()
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcomes = json.loads(result.stdout.strip().splitlines()[-1])
+    for (_, override, message), outcome in zip(BAD_INPUTS, outcomes, strict=True):
+        lines = outcome["stderr"].splitlines()
+        expected = "jax-supcon: error: " + message.replace("EMPTY", str(empty))
+        assert outcome["code"] == 2 and len(lines) == 1 and lines[0].startswith(expected), (override, outcome)
+    assert sorted(os.listdir(workdir)) == sorted(existing)
+    assert all((workdir / name).read_text() == text for name, text in existing.items())
+    assert not os.listdir(empty)
 
 
 def test_batch_larger_than_the_data_fails_before_anything_is_written(pretrain_config, tmp_path, mesh):
@@ -272,6 +311,7 @@ def test_supervised_baseline_trains_end_to_end_and_resumes(tmp_path, mesh):
 
     config = tiny(digits_ce.get_config())
     config.total_steps = 2
+    config.update(dict(ema_decay=0.9, eval_with_ema=True))  # the test accuracy of the EMA weights
     supervised.train_and_evaluate(config, str(tmp_path), mesh=mesh)
     config.total_steps = 4  # train longer in the same workdir: resumes from step 2
     summary = supervised.train_and_evaluate(config, str(tmp_path), mesh=mesh)
@@ -342,7 +382,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_the_run_resumes(tmp_path
         text=True,
     )
     for line in proc.stdout:
-        if line.startswith("[pretrain] step 3:"):
+        if line.startswith("[pretrain] step 3/"):
             proc.send_signal(signal.SIGTERM)
             break
     out, err = proc.communicate(timeout=120)
@@ -373,7 +413,7 @@ def test_sigkill_and_the_same_command_again_log_the_losses_of_an_uninterrupted_r
         text=True,
     )
     for line in proc.stdout:
-        if line.startswith("[pretrain] step 5:"):
+        if line.startswith("[pretrain] step 5/"):
             proc.kill()  # SIGKILL: no handler runs, a save may be half-written
             break
     proc.wait(timeout=60)
@@ -385,3 +425,101 @@ def test_sigkill_and_the_same_command_again_log_the_losses_of_an_uninterrupted_r
     resumed, reference = read_metrics(tmp_path / "killed"), read_metrics(tmp_path / "straight")
     assert [m["step"] for m in resumed] == list(range(1, 9))  # each step logged once
     np.testing.assert_allclose([m["loss"] for m in resumed], [m["loss"] for m in reference], rtol=1e-6)
+
+
+def test_online_probe_and_ema_in_pretraining_then_linear_eval_of_the_ema_encoder(
+    pretrain_config, linear_config, tmp_path, mesh
+):
+    pretrain_config.update(dict(ema_decay=0.9, eval_with_ema=True, eval_every_steps=3, best_metric="val/probe_top1"))
+    workdir = str(tmp_path / "pre")
+    summary = pretrain.train_and_evaluate(pretrain_config, workdir, mesh=mesh)
+    logged = read_metrics(workdir)
+    assert all({"probe_loss", "probe_top1"} <= set(r) for r in logged if "loss" in r)
+    assert 0 <= summary["val/probe_top1"] <= 1 and "val/encoder/knn_top1" in summary
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["data"]["num_classes"] == 10  # recorded: the probe's size, for restoring
+    with open(os.path.join(workdir, "parameters.txt")) as f:
+        table = f.read()
+    assert "probe/linear/kernel" in table and "encoder/" in table
+
+    _, _, state, _ = linear_eval.restore_pretrained(workdir, mesh, "best")
+    trained, averaged = state.params["encoder"], state.ema["params"]["encoder"]
+    assert state.params["probe"]["linear"]["kernel"].shape == (16, 10)
+    assert not np.allclose(jax.tree.leaves(trained)[0], jax.tree.leaves(averaged)[0])
+    _, frozen = linear_eval.restore_encoder(workdir, mesh, use_ema=True)
+    np.testing.assert_array_equal(jax.tree.leaves(frozen["params"])[0], jax.tree.leaves(averaged)[0])
+
+    # Precomputed features train the same classifier as features computed every step.
+    linear_config.update(dict(pretrained_workdir=workdir, pretrained_ema=True, linear_augment=False, total_steps=4))
+    on_the_fly = linear_eval.train_and_evaluate(linear_config, str(tmp_path / "lin"), mesh=mesh)
+    linear_config.precompute_features = True
+    precomputed = linear_eval.train_and_evaluate(linear_config, str(tmp_path / "lin_pre"), mesh=mesh)
+    np.testing.assert_allclose(
+        [r["loss"] for r in read_metrics(tmp_path / "lin_pre") if "loss" in r],
+        [r["loss"] for r in read_metrics(tmp_path / "lin") if "loss" in r],
+        rtol=1e-4,
+    )
+    assert precomputed["test_top1"] == on_the_fly["test_top1"] and precomputed["pretrained_weights"] == "ema"
+    assert 0 <= on_the_fly["test_top1"] <= on_the_fly["test_top5"] <= 1
+
+    linear_config.update(dict(precompute_features=False, pretrained_ema=True))
+    no_ema = str(tmp_path / "pre_no_ema")
+    os.makedirs(os.path.join(no_ema, "checkpoints"))
+    pretrain_config.update(dict(ema_decay=0.0, eval_with_ema=False, total_steps=2, eval_every_steps=0))
+    pretrain.train_and_evaluate(pretrain_config, no_ema, mesh=mesh)
+    linear_config.pretrained_workdir = no_ema
+    with pytest.raises(ValueError, match=r"pretrained_ema=True, but the stage-1 run kept no EMA weights"):
+        linear_eval.train_and_evaluate(linear_config, str(tmp_path / "lin_bad"), mesh=mesh)
+    assert not (tmp_path / "lin_bad").exists()
+
+
+def test_the_same_seed_and_devices_give_the_same_losses_run_after_run(pretrain_config, tmp_path, mesh):
+    pretrain_config.augment.recipe = "simclr"  # random crops, jitter, blur: every random draw is exercised
+    runs = []
+    for name in ("a", "b"):
+        pretrain.train_and_evaluate(pretrain_config, str(tmp_path / name), mesh=mesh)
+        runs.append([(r["step"], r["loss"], r["probe_loss"]) for r in read_metrics(tmp_path / name)])
+    assert runs[0] == runs[1]  # bit for bit
+
+
+def test_a_bfloat16_step_is_finite_and_close_to_float32(pretrain_config, mesh):
+    import functools
+
+    from jax_supcon.train import common
+
+    pretrain_config.augment.recipe = "none"
+    pretrain_config.data.num_classes = 10
+    rng = np.random.default_rng(0)
+    batch = parallel.to_global(
+        {
+            "image": rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8),
+            "label": rng.integers(0, 4, 16).astype(np.int32),
+        },
+        mesh,
+    )
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        pretrain_config.model.dtype = dtype
+        model, tx, schedule, init = pretrain.build(pretrain_config, 10, 0)
+        state = common.init_state(init, common.abstract_state(init, mesh))
+        step = common.jit_train_step(
+            functools.partial(
+                pretrain.pretrain_step, model=model, tx=tx, schedule=schedule, config=pretrain_config, mesh=mesh
+            ),
+            common.state_shardings(state),
+            mesh,
+        )
+        before = jax.device_get(state.params)  # the same float32 initialisation for both dtypes
+        new_state, metrics = step(state, batch)
+        after = jax.device_get(new_state.params)
+        assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(after))  # parameters stay float32
+        update = np.concatenate(
+            [np.ravel(a - b) for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before), strict=True)]
+        )
+        results[dtype] = (jax.device_get(metrics), update)
+    (m32, u32), (m16, u16) = results["float32"], results["bfloat16"]
+    assert np.isfinite(m16["loss"]) and np.isfinite(m16["grad_norm"]) and np.all(np.isfinite(u16))
+    np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=2e-2)
+    np.testing.assert_allclose(m16["grad_norm"], m32["grad_norm"], rtol=0.1)
+    cosine = u16 @ u32 / (np.linalg.norm(u16) * np.linalg.norm(u32))
+    assert cosine > 0.98, cosine  # the bfloat16 step moves the weights the way the float32 step does

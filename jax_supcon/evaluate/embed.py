@@ -11,6 +11,7 @@ from jax.sharding import Mesh
 from jax_supcon import models, parallel
 from jax_supcon.data import augment, pipeline
 from jax_supcon.data.sources import Source
+from jax_supcon.progress import progress
 
 
 def embedding_forward(model: models.ContrastiveModel, augment_config: ml_collections.ConfigDict):
@@ -25,17 +26,25 @@ def embedding_forward(model: models.ContrastiveModel, augment_config: ml_collect
 
 
 def compute_embeddings(
-    forward, variables: dict, source: Source, mesh: Mesh, *, batch_size: int
+    forward,
+    variables: dict,
+    source: Source,
+    mesh: Mesh,
+    *,
+    batch_size: int,
+    names: tuple[str, ...] = ("encoder", "projection"),
 ) -> dict[str, np.ndarray]:
     """`encoder` [N, F], `projection` [N, P], `labels` [N], `ids` [N] (position in the split), in
-    split order, from `forward = embedding_forward(...)`. A collective: every process calls it."""
-    parts: dict[str, list[np.ndarray]] = {"encoder": [], "projection": [], "labels": [], "ids": [], "mask": []}
-    for batch in pipeline.eval_batches(
+    split order, from `forward = embedding_forward(...)` (or any jitted (variables, uint8 images)
+    -> tuple of arrays, named by `names`). A collective: every process calls it and gets it all."""
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in (*names, "labels", "ids", "mask")}
+    batches = pipeline.eval_batches(
         source, global_batch=batch_size, process_index=jax.process_index(), process_count=jax.process_count()
-    ):
+    )
+    for batch in progress(batches, total=-(-source.num_examples // batch_size), desc=f"embed {source.split}"):
         batch = parallel.to_global(batch, mesh)
-        features, projections = forward(variables, batch["image"])
-        values = (features, projections, batch["label"], batch["index"], batch["mask"])
+        outputs = forward(variables, batch["image"])
+        values = (*outputs, batch["label"], batch["index"], batch["mask"])
         for key, value in zip(parts, values, strict=True):
             parts[key].append(np.asarray(multihost_utils.process_allgather(value, tiled=True)))
     merged = {key: np.concatenate(value) for key, value in parts.items()}

@@ -10,7 +10,17 @@ from jax_supcon.evaluate.retrieval import retrieval_metrics
 
 SPACES = {"encoder": "encoder", "head": "projection"}  # metric prefix -> embeddings key
 RETRIEVAL_KEYS = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "nmi", "ami")
-VALIDATION_METRICS = tuple(f"val/{space}/{name}" for space in SPACES for name in ("knn_top1", *RETRIEVAL_KEYS))
+PROBE_METRIC = "val/probe_top1"  # the online linear probe's test top-1 (pretrain with online_probe)
+VALIDATION_METRICS = (
+    *(f"val/{space}/{name}" for space in SPACES for name in ("knn_top1", *RETRIEVAL_KEYS)),
+    PROBE_METRIC,
+)
+
+
+def linear_accuracy(features: np.ndarray, labels: np.ndarray, *, kernel: np.ndarray, bias: np.ndarray) -> float:
+    """Top-1 accuracy of the linear classifier `features @ kernel + bias` (the online probe)."""
+    logits = np.asarray(features, np.float32) @ np.asarray(kernel, np.float32) + np.asarray(bias, np.float32)
+    return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
 
 def embedding_metrics(

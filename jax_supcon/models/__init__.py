@@ -34,8 +34,9 @@ def create_encoder(model_config: ml_collections.ConfigDict) -> ResNet:
     )
 
 
-def create_contrastive_model(model_config: ml_collections.ConfigDict) -> ContrastiveModel:
-    """Encoder + projection head (`model.head`, `model.proj_dim`, `model.hidden_dim`)."""
+def create_contrastive_model(model_config: ml_collections.ConfigDict, probe_classes: int = 0) -> ContrastiveModel:
+    """Encoder + projection head (`model.head`, `model.proj_dim`, `model.hidden_dim`), with an
+    online linear probe over `probe_classes` classes when > 0."""
     encoder = create_encoder(model_config)
     head = ProjectionHead(
         kind=model_config.head,
@@ -43,7 +44,7 @@ def create_contrastive_model(model_config: ml_collections.ConfigDict) -> Contras
         hidden_dim=model_config.get("hidden_dim"),
         dtype=encoder.dtype,
     )
-    return ContrastiveModel(encoder=encoder, head=head)
+    return ContrastiveModel(encoder=encoder, head=head, probe_classes=probe_classes)
 
 
 __all__ = [

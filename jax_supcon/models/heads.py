@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 HEADS = ("mlp", "linear")
@@ -47,16 +48,28 @@ class LinearClassifier(nn.Module):
 
 
 class ContrastiveModel(nn.Module):
-    """Encoder followed by a projection head and L2 normalisation.
+    """Encoder followed by a projection head and L2 normalisation, and optionally an online linear
+    probe (`probe_classes > 0`) on stop-gradient encoder features, as SimCLR and BYOL monitor
+    pretraining: it learns to classify without changing the encoder.
 
-    Parameters live under `encoder` and `head`, so stage 2 can restore `encoder` alone.
+    Parameters live under `encoder`, `head` and `probe`, so stage 2 can restore `encoder` alone.
     """
 
     encoder: nn.Module
     head: nn.Module
+    probe_classes: int = 0
+
+    def setup(self):
+        self.probe = LinearClassifier(self.probe_classes) if self.probe_classes else None
 
     def __call__(self, x, train: bool = True):
-        return l2_normalize(self.head(self.encoder(x, train=train)))
+        return self.with_probe(x, train=train)[0]
+
+    def with_probe(self, x, train: bool = True):
+        """(normalised projections, probe logits on stop-gradient features, or None without a probe)."""
+        features = self.encoder(x, train=train)
+        logits = None if self.probe is None else self.probe(jax.lax.stop_gradient(features))
+        return l2_normalize(self.head(features)), logits
 
     def embed(self, x):
         """(encoder features, normalised projections) in inference mode: what evaluation uses."""

@@ -22,10 +22,12 @@ from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.config import resolve_steps, resolve_view, validate_config
 from jax_supcon.data import pipeline, sources
 from jax_supcon.data.sources import Source
+from jax_supcon.progress import format_duration, progress
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+PARAMETERS_FILE = "parameters.txt"
 
 
 @flax.struct.dataclass
@@ -37,26 +39,68 @@ class TrainState:
     batch_stats: Any
     opt_state: Any
     rng: jax.Array  # raw uint32 key; the step's key is fold_in(rng, step)
+    ema: Any = flax.struct.field(default_factory=dict)  # {"params", "batch_stats"} averages; {} when off
+
+    def variables(self, use_ema: bool = False) -> dict[str, Any]:
+        """`{"params", "batch_stats"}` for `model.apply`: the trained ones or their EMA."""
+        if use_ema:
+            if not self.ema:
+                raise ValueError("the EMA weights were asked for, but this run keeps none (set ema_decay > 0)")
+            return dict(self.ema)
+        return {"params": self.params, "batch_stats": self.batch_stats}
 
 
 def init_state_fn(
-    init_variables: Callable[[jax.Array], Any], tx: optax.GradientTransformation, seed: int
+    init_variables: Callable[[jax.Array], Any], tx: optax.GradientTransformation, seed: int, *, ema: bool = False
 ) -> Callable[[], TrainState]:
-    """A function of no arguments building the initial state (to eval_shape and jit)."""
+    """A function of no arguments building the initial state (to eval_shape and jit); with `ema`,
+    the state also carries an exponential moving average of the variables, starting at them."""
 
     def init() -> TrainState:
         init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
         variables = init_variables(init_rng)
         params = variables["params"]
+        batch_stats = variables.get("batch_stats", {})
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
-            batch_stats=variables.get("batch_stats", {}),
+            batch_stats=batch_stats,
             opt_state=tx.init(params),
             rng=state_rng,
+            ema={"params": params, "batch_stats": batch_stats} if ema else {},
         )
 
     return init
+
+
+def ema_rate(decay: float, step: jax.Array) -> jax.Array:
+    """The EMA decay at `step`: `min(decay, (1 + step) / (10 + step))`, TensorFlow's
+    ExponentialMovingAverage warm-up, so short runs are not dominated by the initial weights."""
+    step = step.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def apply_gradients(
+    state: TrainState,
+    grads: Any,
+    tx: optax.GradientTransformation,
+    *,
+    batch_stats: Any = None,
+    ema_decay: float = 0.0,
+) -> TrainState:
+    """The optax update of `state` by `grads`, the step advanced, BatchNorm statistics replaced by
+    `batch_stats` (when given) and the EMA, if the state keeps one, moved towards the new variables."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=state.batch_stats if batch_stats is None else batch_stats,
+        opt_state=opt_state,
+    )
+    if state.ema:
+        rate = ema_rate(ema_decay, state.step)
+        new = new.replace(ema=optax.incremental_update(new.variables(), state.ema, 1.0 - rate))
+    return new
 
 
 def abstract_state(init: Callable[[], TrainState], mesh: Mesh) -> TrainState:
@@ -119,12 +163,45 @@ def sum_over_split(count: Callable[[dict], jax.Array], source: Source, mesh: Mes
     """Sum `count(global_batch)` (a jitted per-batch tally that honours `mask`) over one padded
     evaluation pass of `source`; the sum stays on the devices and is fetched once at the end."""
     total = None
-    for batch in pipeline.eval_batches(
+    batches = pipeline.eval_batches(
         source, global_batch=batch_size, process_index=jax.process_index(), process_count=jax.process_count()
-    ):
+    )
+    for batch in progress(batches, total=-(-source.num_examples // batch_size), desc=f"evaluate {source.split}"):
         value = count(parallel.to_global(batch, mesh))
         total = value if total is None else total + value
     return np.asarray(jax.device_get(total))
+
+
+def top_k_hits(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+    """[top-1 hits, top-5 hits] among the unpadded (`mask` = 1) rows of a batch of logits."""
+    top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    hits = top == labels[:, None]
+    return jnp.stack([jnp.sum(hits[:, 0] * mask), jnp.sum(jnp.any(hits, axis=-1) * mask)])
+
+
+def parameter_overview(params: Any) -> str:
+    """Parameter count per top-level module and in all, e.g. `11.17M parameters (encoder 11.17M, head 0.33M)`."""
+    counts = {
+        name: sum(np.prod(leaf.shape, dtype=np.int64) for leaf in jax.tree.leaves(sub)) for name, sub in params.items()
+    }
+    parts = ", ".join(f"{name} {_millions(count)}" for name, count in counts.items())
+    return f"{_millions(sum(counts.values()))} parameters ({parts})"
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f}M" if count >= 10_000 else f"{count:,}"
+
+
+def write_parameter_overview(workdir: str, job: str, params: Any) -> None:
+    """Print the parameter counts at the start of a run and write clu's full per-array table to
+    `workdir/parameters.txt` (main process only)."""
+    if not is_main_process():
+        return
+    from clu import parameter_overview as clu_overview
+
+    print(f"[{job}] {parameter_overview(params)}; table in {os.path.join(workdir, PARAMETERS_FILE)}", flush=True)
+    with open(os.path.join(workdir, PARAMETERS_FILE), "w") as f:
+        f.write(clu_overview.get_parameter_overview(params, include_stats=False) + "\n")
 
 
 def state_shardings(state: TrainState) -> Any:
@@ -175,6 +252,10 @@ RESUME_FIXED_KEYS = (
     "linear_augment",
     "label_smoothing",
     "embed_split",
+    "ema_decay",
+    "online_probe",
+    "pretrained_ema",
+    "precompute_features",
 )
 
 
@@ -236,14 +317,21 @@ class MetricLogger:
         self._jsonl = os.path.join(workdir, METRICS_FILE)
         self._job = job
 
-    def write(self, step: int, metrics: dict[str, float]) -> None:
+    def write(self, step: int, metrics: dict[str, float], *, total_steps: int | None = None) -> None:
+        """Log `metrics` at `step`; with `total_steps` the console line also shows progress and ETA."""
         if not self._main:
             return
         self._writer.write_scalars(step, metrics)
         with open(self._jsonl, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
-        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        print(f"[{self._job}] step {step}: {shown}", flush=True)
+        keys = sorted((k for k in metrics if k != "steps_per_s"), key=lambda k: k != "loss")  # loss first
+        shown = " ".join(f"{k}={metrics[k]:.4g}" for k in keys)
+        where = f"step {step}"
+        if total_steps:
+            rate = metrics.get("steps_per_s", 0.0)
+            left = format_duration((total_steps - step) / rate) if rate > 0 else "?"
+            where = f"step {step}/{total_steps} ({rate:.3g} steps/s, ETA {left})"
+        print(f"[{self._job}] {where}: {shown}", flush=True)
 
     def last_record(self) -> dict[str, float]:
         """The last logged training metrics (of an earlier run in this workdir), without `step`."""
@@ -392,7 +480,7 @@ def run_steps(
                 now = time.perf_counter()
                 last["steps_per_s"] = (step - tick_step) / (now - tick)
                 tick, tick_step = now, step
-                logger.write(step, last)
+                logger.write(step, last, total_steps=total_steps)
                 pending = []
             evaluated = None
             if evaluate is not None and (step % config.eval_every_steps == 0 or step == total_steps):

@@ -14,7 +14,7 @@ from jax_supcon.data import sources
 from jax_supcon.evaluate import embed
 from jax_supcon.evaluate.retrieval import retrieval_metrics
 from jax_supcon.train import common
-from jax_supcon.train.linear_eval import inherit_pretrained, restore_pretrained
+from jax_supcon.train.linear_eval import inherit_pretrained, pretrained_variables, restore_pretrained
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
@@ -28,8 +28,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     source = sources.load_source(config.data, config.embed_split)
     pre_config, model, state, step = restore_pretrained(config.pretrained_workdir, mesh, str(config.checkpoint))
     config = inherit_pretrained(config, pre_config)
+    variables = pretrained_variables(state, pre_config, config.pretrained_ema)  # before the workdir is touched
     common.prepare_workdir(workdir, config)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
     forward = embed.embedding_forward(model, config.augment)
     arrays = embed.compute_embeddings(forward, variables, source, mesh, batch_size=config.eval_batch_size)
     path = os.path.join(workdir, f"embeddings_{config.embed_split}.npz")

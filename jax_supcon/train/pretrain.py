@@ -49,7 +49,8 @@ def pretrain_step(
     config: ml_collections.ConfigDict,
     mesh: Mesh,
 ) -> tuple[common.TrainState, dict[str, jax.Array]]:
-    """Augment the views on device, forward all of them as one batch, SupCon loss, optax update."""
+    """Augment the views on device, forward all of them as one batch, SupCon loss (plus the online
+    probe's cross-entropy on stop-gradient features, which cannot reach the encoder), optax update."""
     num_views = config.loss.num_views
     rng = jax.random.fold_in(state.rng, state.step)
     views = augment.augment_views(rng, batch["image"], config.augment, num_views)
@@ -58,31 +59,57 @@ def pretrain_step(
     inputs = views.reshape((batch_size * num_views,) + views.shape[2:])
 
     def loss_fn(params):
-        z, updated = model.apply(
-            {"params": params, "batch_stats": state.batch_stats}, inputs, train=True, mutable=["batch_stats"]
+        (z, probe_logits), updated = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            inputs,
+            train=True,
+            mutable=["batch_stats"],
+            method=model.with_probe,
         )
         loss = contrastive_loss(z.reshape(batch_size, num_views, -1), batch["label"], config.loss, mesh)
-        return loss, updated["batch_stats"]
+        probe = {}
+        if probe_logits is not None:
+            labels = jnp.repeat(batch["label"], num_views)  # example-major, as `inputs`
+            probe = {
+                "probe_loss": losses.cross_entropy_loss(probe_logits, labels),
+                "probe_top1": jnp.mean(jnp.argmax(probe_logits, -1) == labels),
+            }
+        return loss + probe.get("probe_loss", 0.0), (loss, probe, updated["batch_stats"])
 
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        batch_stats=batch_stats,
-        opt_state=opt_state,
-    )
-    metrics = {"loss": loss, "learning_rate": schedule(state.step), "grad_norm": optax.global_norm(grads)}
+    (_, (loss, probe, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    new_state = common.apply_gradients(state, grads, tx, batch_stats=batch_stats, ema_decay=config.ema_decay)
+    metrics = {"loss": loss, **probe, "learning_rate": schedule(state.step), "grad_norm": optax.global_norm(grads)}
     return new_state, metrics
+
+
+def probe_classes(config: ml_collections.ConfigDict) -> int:
+    """Classes of the online probe: `data.num_classes` (recorded by the run) when `online_probe`, else 0."""
+    if not config.get("online_probe", False):
+        return 0
+    if not config.data.num_classes:
+        raise ValueError("online_probe=True needs data.num_classes (set from the training data by the run)")
+    return int(config.data.num_classes)
+
+
+def with_num_classes(config: ml_collections.ConfigDict, num_classes: int) -> ml_collections.ConfigDict:
+    """A copy of `config` with `data.num_classes` set from the data when unset, so the run's
+    `config.json` records the probe's size for whoever restores the checkpoint."""
+    config = config.copy_and_resolve_references()
+    if config.data.num_classes is None:
+        config.data.num_classes = num_classes
+    return config
 
 
 def build(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int):
     """Model, optimizer, schedule and the initial-state function of a stage-1 run."""
-    model = models.create_contrastive_model(config.model)
+    model = models.create_contrastive_model(config.model, probe_classes(config))
     tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps, config.batch_size)
     size = config.data.image_size
     init = common.init_state_fn(
-        lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False), tx, config.seed
+        lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False),
+        tx,
+        config.seed,
+        ema=config.get("ema_decay", 0.0) > 0,
     )
     return model, tx, schedule, init
 
@@ -90,6 +117,7 @@ def build(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) stage-1 pretraining in `workdir`; returns the summary it writes."""
     mesh, train_source, test_source, total_steps, warmup_steps = common.load_training_data(config, mesh)
+    config = with_num_classes(config, train_source.num_classes)
     model, tx, schedule, init = build(config, total_steps, warmup_steps)
     target = common.abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
     common.prepare_workdir(workdir, config)
@@ -102,6 +130,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         keep_best=config.keep_best,
     )
     state = common.restore_or_init(init, target, checkpointer)
+    common.write_parameter_overview(workdir, "pretrain", state.params)
     shardings = common.state_shardings(state)
     train_step = common.jit_train_step(
         functools.partial(pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
@@ -112,7 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     forward = embed.embedding_forward(model, config.augment)
 
     def embeddings(state, source):
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        variables = state.variables(config.eval_with_ema)
         return embed.compute_embeddings(forward, variables, source, mesh, batch_size=config.eval_batch_size)
 
     latest_test = {}  # the last validation's test embeddings, by step: the final plots reuse them
@@ -120,7 +149,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     def evaluate(state):
         latest_test.clear()
         latest_test[int(jax.device_get(state.step))] = test = embeddings(state, test_source)
-        return validation.embedding_metrics(
+        metrics = validation.embedding_metrics(
             embeddings(state, train_source),
             test,
             k=config.knn_k,
@@ -128,6 +157,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             num_classes=train_source.num_classes,
             seed=config.seed,
         )
+        if model.probe_classes:
+            probe = jax.device_get(state.variables(config.eval_with_ema)["params"]["probe"]["linear"])
+            metrics[validation.PROBE_METRIC] = validation.linear_accuracy(test["encoder"], test["labels"], **probe)
+        return metrics
 
     batches = common.training_batches(train_source, config, state, mesh, views=config.loss.num_views)
     logger = common.MetricLogger(workdir, "pretrain")

@@ -9,7 +9,6 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from jax.sharding import Mesh
 
 from jax_supcon import losses, models, optim
@@ -31,13 +30,7 @@ def supervised_step(state, batch, *, model, tx, schedule, config):
         return loss, (logits, updated["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        batch_stats=batch_stats,
-        opt_state=opt_state,
-    )
+    new_state = common.apply_gradients(state, grads, tx, batch_stats=batch_stats, ema_decay=config.ema_decay)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
     metrics = {"loss": loss, "train_top1": accuracy, "learning_rate": schedule(state.step)}
     return new_state, metrics
@@ -46,11 +39,7 @@ def supervised_step(state, batch, *, model, tx, schedule, config):
 def correct_counts(variables, batch, *, model, config) -> jax.Array:
     """[top-1 hits, top-5 hits] among the unpadded examples of an evaluation batch."""
     logits = model.apply(variables, augment.preprocess_eval(batch["image"], config.augment), train=False)
-    k = min(5, logits.shape[-1])
-    top = jax.lax.top_k(logits, k)[1]
-    hits = top == batch["label"][:, None]
-    mask = batch["mask"]
-    return jnp.stack([jnp.sum(hits[:, 0] * mask), jnp.sum(jnp.any(hits, axis=-1) * mask)])
+    return common.top_k_hits(logits, batch["label"], batch["mask"])
 
 
 def evaluate(variables, source, mesh, *, model, config) -> dict[str, float]:
@@ -69,12 +58,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps, config.batch_size)
     size = config.data.image_size
     init = common.init_state_fn(
-        lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False), tx, config.seed
+        lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False),
+        tx,
+        config.seed,
+        ema=config.ema_decay > 0,
     )
     target = common.abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
     common.prepare_workdir(workdir, config)
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
     state = common.restore_or_init(init, target, checkpointer)
+    common.write_parameter_overview(workdir, "supervised", state.params)
     shardings = common.state_shardings(state)
     train_step = common.jit_train_step(
         functools.partial(supervised_step, model=model, tx=tx, schedule=schedule, config=config), shardings, mesh
@@ -92,7 +85,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             checkpointer=checkpointer,
             logger=logger,
         )
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        variables = state.variables(config.eval_with_ema)
         accuracy = evaluate(variables, test_source, mesh, model=model, config=config)
         logger.write(total_steps, accuracy)
     finally:
