@@ -30,8 +30,7 @@ def source(tmp_path_factory):
     config.keep_best = 2
     config.eval_every_steps = 2
     config.best_metric = METRIC
-    if "ema_decay" in config:
-        config.ema_decay = 0.5  # so the state's `ema` subtree is averaged too
+    config.ema_decay = 0.5  # so the state's `ema` subtree is averaged too
     workdir = str(tmp_path_factory.mktemp("source"))
     pretrain.train_and_evaluate(config, workdir, mesh=parallel.create_mesh(jax.devices()[:2]))
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2", "3"]
