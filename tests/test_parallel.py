@@ -39,8 +39,12 @@ def test_host_batch_becomes_a_global_array_sharded_over_data():
     [
         dict(name="supcon"),
         dict(name="simclr"),
-        dict(name="supcon", chunk_size=8, denominator="one_positive", loss_type="in"),
-        dict(name="triplet", margin=0.5),
+        # The sharded loss of every option and loss is checked against one device in test_losses
+        # (values and gradients); these two whole-run variants add little and run with -m slow.
+        pytest.param(
+            dict(name="supcon", chunk_size=8, denominator="one_positive", loss_type="in"), marks=pytest.mark.slow
+        ),
+        pytest.param(dict(name="triplet", margin=0.5), marks=pytest.mark.slow),
     ],
     ids=["supcon", "simclr", "supcon-chunked-options", "triplet"],
 )
