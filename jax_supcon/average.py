@@ -143,19 +143,6 @@ def _check_paths(workdir: str, out: str) -> None:
         raise ValueError(f"--out={out!r} exists and is not empty; pick a new directory")
 
 
-def _read_metadata(directory: str, step: int) -> Any:
-    """The saved tree of checkpoint `step` (shapes and dtypes, no data)."""
-    import orbax.checkpoint as ocp
-
-    manager = ocp.CheckpointManager(
-        directory, item_handlers=ocp.StandardCheckpointHandler(), options=ocp.CheckpointManagerOptions(create=False)
-    )
-    try:
-        return manager.item_metadata(step).tree
-    finally:
-        manager.close()
-
-
 def average_checkpoints(workdir: str, out: str, *, last: int = 0, best: int = 0) -> dict:
     """Average the `last` newest or `best` best checkpoints of `workdir` into the new workdir `out`;
     returns what `out/average.json` records plus `out` and the saved `step`. Nothing is written
@@ -183,7 +170,7 @@ def average_checkpoints(workdir: str, out: str, *, last: int = 0, best: int = 0)
     total, newest = None, None
     try:
         for step in chosen:
-            target = abstract_target(_read_metadata(source.directory, step), sharding)
+            target = abstract_target(source.metadata(step), sharding)
             if newest is not None and _signature(target) != _signature(newest):
                 raise ValueError(f"checkpoints {chosen[0]} and {step} of {workdir!r} hold different state trees")
             newest = target

@@ -46,7 +46,9 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies), create=create
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._manager = ocp.CheckpointManager(
+            self.directory, item_handlers=ocp.StandardCheckpointHandler(), options=options
+        )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -69,6 +71,10 @@ class Checkpointer:
         if not which.isdigit() or int(which) not in steps:
             raise ValueError(f"checkpoint={which!r}; allowed: 'latest', 'best' or one of the saved steps {steps}")
         return int(which)
+
+    def metadata(self, step: int) -> Any:
+        """The saved tree of checkpoint `step`: shapes and dtypes, no data (to restore any job's state)."""
+        return self._manager.item_metadata(step).tree
 
     def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
         self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)

@@ -83,7 +83,8 @@ def _flag_error_line(error: Exception) -> str:
     text = str(error.args[0]) if error.args else str(error)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if isinstance(error, (KeyError, AttributeError)):  # an override of a key the config lacks
-        return f"unknown config key {lines[0].strip(chr(34) + chr(39))!r}" + "".join(f"; {line}" for line in lines[1:])
+        key = lines[0].strip("\"'")
+        return f"unknown config key {key!r}" + "".join(f"; {line}" for line in lines[1:])
     if isinstance(error, OSError):  # ml_collections' report of a config file: its last line says why
         lines = ["cannot load --config:", *lines[-1:]]
     return " ".join(" ".join(lines).split())

@@ -181,9 +181,9 @@ def top_k_hits(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Arr
 
 def parameter_overview(params: Any) -> str:
     """Parameter count per top-level module and in all, e.g. `11.17M parameters (encoder 11.17M, head 0.33M)`."""
-    counts = {
-        name: sum(np.prod(leaf.shape, dtype=np.int64) for leaf in jax.tree.leaves(sub)) for name, sub in params.items()
-    }
+    from clu.parameter_overview import count_parameters
+
+    counts = {name: count_parameters(sub) for name, sub in params.items()}
     parts = ", ".join(f"{name} {_millions(count)}" for name, count in counts.items())
     return f"{_millions(sum(counts.values()))} parameters ({parts})"
 

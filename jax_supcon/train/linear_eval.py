@@ -186,8 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     step_options = dict(classifier=classifier, tx=tx, schedule=schedule, config=config)
     if config.precompute_features:
         features = split_features(encoder, frozen, train_source, mesh, config)
-        step = common.jit_train_step(functools.partial(feature_step, **step_options), shardings, mesh)
-        train_step = step
+        train_step = common.jit_train_step(functools.partial(feature_step, **step_options), shardings, mesh)
         batches = feature_batches(features, config, int(jax.device_get(state.step)), mesh)
     else:
         step = common.jit_train_step(
