@@ -15,6 +15,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jax_supcon.models.conv import conv_general_dilated
+
 STEMS = ("cifar", "imagenet")
 
 
@@ -83,7 +85,7 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool = True):
         if self.stem not in STEMS:
             raise ValueError(f"stem={self.stem!r}; allowed: {STEMS}")
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, conv_general_dilated=conv_general_dilated)
         norm = functools.partial(
             nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
         )
