@@ -40,6 +40,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from jax_supcon import cpu
+
 _SIZES = flags.DEFINE_list("sizes", ["1024", "4096", "16384", "65536"], "Numbers of images (N).")
 _VIEWS = flags.DEFINE_integer("views", 2, "Views per image.")
 _DIM = flags.DEFINE_integer("dim", 128, "Feature dimension.")
@@ -312,6 +314,7 @@ def step_benchmark(config) -> dict:
         "peak_memory_gib": _peak_memory_gib(jax.devices()[0]),
         "devices": mesh.size,
         "device": jax.devices()[0].device_kind,
+        "huge_pages": "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", ""),
     }
     if _PEAK.value:
         record["mfu"] = _significant(flops / median / 1e12 / (_PEAK.value * mesh.size))
@@ -338,6 +341,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    cpu.reexec_with_huge_pages()
     # Defined here, not at import: `jax_supcon.main` owns `--config` in processes that import both.
     config_flags.DEFINE_config_file("config", None, "step: the config whose pretraining step is timed.")
     app.run(main)

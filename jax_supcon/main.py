@@ -18,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jax_supcon import cpu
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARG]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
 _COORDINATOR = flags.DEFINE_string(
@@ -92,6 +94,7 @@ def _flag_error_line(error: Exception) -> str:
 
 def run() -> None:
     """Console-script entry point."""
+    cpu.reexec_with_huge_pages()
     app.run(main, flags_parser=parse_flags)
 
 
