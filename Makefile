@@ -28,10 +28,13 @@ demo: $(STAMP)
 bench-cpu: $(STAMP)
 	test -x .venv-torch/bin/python || ($(PYTHON) -m venv .venv-torch && .venv-torch/bin/pip install --quiet torch==2.13.0 numpy)
 	JAX_NUM_CPU_DEVICES=1 $(BIN)/python -m jax_supcon.bench step --config=configs/bench_cifar_resnet18.py --steps=20
-	JAX_NUM_CPU_DEVICES=1 JAX_SUPCON_CPU_LIBRARY_FUSION=0 $(BIN)/python -m jax_supcon.bench step \
+	JAX_NUM_CPU_DEVICES=1 JAX_SUPCON_HUGE_PAGES=0 $(BIN)/python -m jax_supcon.bench step \
 		--config=configs/bench_cifar_resnet18.py --steps=20
 	.venv-torch/bin/python benchmarks/torch_supcon_step.py --steps=20
 	.venv-torch/bin/python benchmarks/torch_supcon_step.py --steps=20 --channels_last
+	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 .venv-torch/bin/python benchmarks/torch_supcon_step.py --steps=20
+	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 .venv-torch/bin/python benchmarks/torch_supcon_step.py --steps=20 \
+		--channels_last
 
 lint: $(STAMP)
 	$(BIN)/ruff check jax_supcon configs tests benchmarks

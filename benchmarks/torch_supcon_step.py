@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -124,6 +125,7 @@ def main() -> None:
                 "views_per_s": round(2 * args.batch / median, 1),
                 "loss_value": loss,
                 "threads": torch.get_num_threads(),
+                "huge_pages": "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", ""),
             }
         ),
         flush=True,
