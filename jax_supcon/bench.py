@@ -314,7 +314,7 @@ def step_benchmark(config) -> dict:
         "peak_memory_gib": _peak_memory_gib(jax.devices()[0]),
         "devices": mesh.size,
         "device": jax.devices()[0].device_kind,
-        "huge_pages": "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", ""),
+        "huge_pages": cpu.huge_pages_requested(),
     }
     if _PEAK.value:
         record["mfu"] = _significant(flops / median / 1e12 / (_PEAK.value * mesh.size))

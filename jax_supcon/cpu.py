@@ -34,6 +34,11 @@ def enable_library_fusion() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {CPU_XLA_FLAGS}".strip()
 
 
+def huge_pages_requested() -> bool:
+    """Whether this process started with glibc asking for huge pages (reported by the benchmarks)."""
+    return HUGE_PAGE_TUNABLE in os.environ.get("GLIBC_TUNABLES", "")
+
+
 def huge_page_tunables(environ: dict[str, str], thp_mode: str | None, glibc_version: str | None) -> str | None:
     """The GLIBC_TUNABLES value that turns huge pages on, or None where that would change nothing.
 

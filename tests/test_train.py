@@ -368,6 +368,18 @@ def test_a_diverged_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
 
 
+def start_cli(args: list[str], stderr) -> subprocess.Popen:
+    """The CLI on 2 CPU devices as a child process whose console lines the test reads as they come."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "jax_supcon.main", *args],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_NUM_CPU_DEVICES="2"),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_zero_then_the_run_resumes(tmp_path):
     args = [
         *TINY_CLI,
@@ -376,14 +388,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_the_run_resumes(tmp_path
         "--config.log_every_steps=1",
         "--config.checkpoint_every_steps=1000",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jax_supcon.main", *args],
-        cwd=ROOT,
-        env=dict(os.environ, JAX_NUM_CPU_DEVICES="2"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(args, stderr=subprocess.PIPE)
     for line in proc.stdout:
         if line.startswith("[pretrain] step 3/"):
             proc.send_signal(signal.SIGTERM)
@@ -407,14 +412,7 @@ def test_sigkill_and_the_same_command_again_log_the_losses_of_an_uninterrupted_r
         "--config.optimizer.schedule=constant",
     ]
     killed = [*args, f"--workdir={tmp_path / 'killed'}", "--config.total_steps=8"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jax_supcon.main", *killed],
-        cwd=ROOT,
-        env=dict(os.environ, JAX_NUM_CPU_DEVICES="2"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = start_cli(killed, stderr=subprocess.DEVNULL)
     for line in proc.stdout:
         if line.startswith("[pretrain] step 5/"):
             proc.kill()  # SIGKILL: no handler runs, a save may be half-written

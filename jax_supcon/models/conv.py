@@ -39,37 +39,35 @@ def conv_general_dilated(
     **kwargs,
 ) -> jax.Array:
     """`lax.conv_general_dilated` with a CPU-friendly backward pass for strided 2-D NHWC convolutions."""
-    default = functools.partial(
-        lax.conv_general_dilated,
-        lhs,
-        rhs,
-        window_strides,
-        padding,
-        lhs_dilation=lhs_dilation,
-        rhs_dilation=rhs_dilation,
-        dimension_numbers=dimension_numbers,
-        feature_group_count=feature_group_count,
-        precision=precision,
-        **kwargs,
-    )
     strides = tuple(window_strides)
+    dilations = tuple(lhs_dilation or (1, 1)) + tuple(rhs_dilation or (1, 1))
     if (
         jax.default_backend() != "cpu"
         or lhs.ndim != 4
         or strides == (1, 1)
         or feature_group_count != 1
         or kwargs
-        or any(d != 1 for d in (lhs_dilation or (1, 1)) + tuple(rhs_dilation or (1, 1)))
+        or dilations != (1, 1, 1, 1)
         or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
         != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _LAYOUT)
     ):
-        return default()
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            precision=precision,
+            **kwargs,
+        )
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)
     if rhs.shape[:2] == (1, 1) and padding == ((0, 0), (0, 0)):
-        sliced = lhs[:, :: strides[0], :: strides[1], :]
-        return lax.conv_general_dilated(sliced, rhs, (1, 1), padding, dimension_numbers=_LAYOUT, precision=precision)
+        return _conv(lhs[:, :: strides[0], :: strides[1], :], rhs, (1, 1), padding, precision)
     return _strided_conv(lhs, rhs, strides, padding, precision)
 
 
