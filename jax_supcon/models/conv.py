@@ -143,7 +143,8 @@ def _phase_window(dy, axis: int, num_taps: int, first: int, length: int):
     """The part of `dy` along `axis`, and its padding, whose VALID convolution with `num_taps` taps
     gives outputs m = first, ..., first + length - 1 (output m reads dy[m - num_taps + 1 : m + 1]).
 
-    Negative padding is applied as a crop: XLA:CPU convolutions read garbage with it (jaxlib 0.10.2).
+    Negative padding is applied as a crop: XLA:CPU convolutions with negative low padding read
+    outside their input (openxla/xla#48713, open for jaxlib 0.10.2).
     """
     before = num_taps - 1 - first
     after = length + num_taps - 1 - dy.shape[axis] - before
