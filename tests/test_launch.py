@@ -26,9 +26,11 @@ def clean_env(**extra):
 
 
 def test_two_processes_train_as_one_job_with_the_losses_of_one_process(tmp_path):
+    """Also the collective paths of a multi-process run: per-process input shares, validation, the
+    final embeddings every process must join (process 0 alone used to wait forever), orbax saves."""
     command = [sys.executable, "-m", "jax_supcon.main", *TINY]
     two = subprocess.run(
-        [LAUNCH, "2", *command, f"--workdir={tmp_path / 'two'}"],
+        [LAUNCH, "2", *command, f"--workdir={tmp_path / 'two'}", "--config.eval_every_steps=2", "--config.plots=True"],
         cwd=ROOT,
         env=clean_env(DEVICES_PER_PROCESS="2"),
         capture_output=True,
@@ -51,8 +53,12 @@ def test_two_processes_train_as_one_job_with_the_losses_of_one_process(tmp_path)
     assert len(losses(tmp_path / "two")) == 4
     np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-4)
     with open(tmp_path / "two" / "summary.json") as f:
-        assert json.load(f)["devices"] == 4
+        summary = json.load(f)
+    assert summary["devices"] == 4 and 0.0 <= summary["val/encoder/knn_top1"] <= 1.0
     assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["2", "4"]
+    assert {"curves.png", "test_encoder_pca.png", "test_encoder_tsne.png"} <= set(
+        os.listdir(tmp_path / "two" / "plots")
+    )
 
 
 def test_a_process_that_dies_stops_the_job_promptly(tmp_path):

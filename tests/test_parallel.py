@@ -1,11 +1,5 @@
-"""Mesh, host -> global arrays, the same training on 1 device and on 8 fake devices, and a
-two-process run."""
-
-import json
-import os
-import socket
-import subprocess
-import sys
+"""Mesh, host -> global arrays, the same training on 1 device and on 8 fake devices (the
+two-process run is in test_launch.py)."""
 
 import jax
 import numpy as np
@@ -59,42 +53,3 @@ def test_one_and_eight_devices_give_the_same_losses(pretrain_config, tmp_path, l
     losses_eight = [m["loss"] for m in read_metrics(tmp_path / "eight")]
     assert len(losses_one) == 3
     np.testing.assert_allclose(losses_eight, losses_one, rtol=2e-5)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_two_processes_train_validate_and_plot_without_hanging(tmp_path):
-    """Two processes x 2 CPU devices (gloo): the per-process input shares, the collective final
-    embeddings (process 0 alone used to wait forever) and orbax saves across processes."""
-    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_worker.py")
-    port, workdir = str(free_port()), str(tmp_path / "run")
-    env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, worker, str(i), port, workdir],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for i in (0, 1)
-    ]
-    try:
-        outputs = [p.communicate(timeout=240) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, (_, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err[-2000:]
-    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
-    assert [s["devices"] for s in summaries] == [4, 4]
-    assert summaries[0]["final_loss"] == summaries[1]["final_loss"]
-    assert summaries[0]["val/encoder/knn_top1"] == summaries[1]["val/encoder/knn_top1"]
-    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
-    assert {"curves.png", "test_encoder_pca.png", "test_encoder_tsne.png"} <= set(
-        os.listdir(os.path.join(workdir, "plots"))
-    )
