@@ -312,6 +312,8 @@ def step_benchmark(config) -> dict:
         "achieved_tflop_per_s": _significant(flops / median / 1e12),
         "loss_value": float(metrics["loss"]),
         "peak_memory_gib": _peak_memory_gib(jax.devices()[0]),
+        "xla_temp_gib": _gib(memory.temp_size_in_bytes) if (memory := compiled.memory_analysis()) else None,
+        "remat": config.model.remat,
         "devices": mesh.size,
         "device": jax.devices()[0].device_kind,
         "huge_pages": cpu.huge_pages_requested(),

@@ -223,6 +223,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.proj_dim = 128
     config.model.hidden_dim = placeholder(int)  # None: the encoder's feature width
     config.model.dtype = "float32"
+    # Recompute each residual block in the backward pass instead of keeping its activations: for
+    # batches whose activations do not fit, at about one more forward pass of compute.
+    config.model.remat = False
 
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "supcon"
@@ -311,6 +314,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     ):
         if model[key] not in allowed:
             raise ValueError(f"model.{key}={model[key]!r}; allowed: {allowed}")
+    if not isinstance(model.get("remat", False), bool):
+        raise ValueError(f"model.remat={model.remat!r}; allowed: True, False")
     if not model.width > 0 or model.proj_dim < 1:
         raise ValueError(f"model.width={model.width} must be > 0 and model.proj_dim={model.proj_dim} >= 1")
     for key, allowed in (("name", OPTIMIZERS), ("schedule", SCHEDULES), ("lr_scaling", LR_SCALINGS)):

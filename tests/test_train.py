@@ -158,6 +158,7 @@ BAD_INPUTS = [  # (config file, override, the one line on stderr after "jax-supc
     (SUPCON, "--config.optimizer.learning_rate=-0.1", "optimizer.learning_rate=-0.1 must be >= 0"),
     (SUPCON, "--config.model.name=resnet19", "model.name='resnet19'; allowed: ("),
     (SUPCON, "--config.model.dtype=float16", "model.dtype='float16'; allowed: ('float32', 'bfloat16')"),
+    (SUPCON, "--config.model.remat=yes", "flag --config.model.remat=yes: ('Non-boolean argument to boolean flag',"),
     (SUPCON, "--config.loss.name=supcn", "loss.name='supcn'; allowed: ('supcon', 'simclr', 'pair', 'triplet')"),
     (SUPCON, "--config.optimizer.name=adam", "optimizer.name='adam'; allowed: ('sgd', 'lars', 'adamw')"),
     (SUPCON, "--config.optimizer.schedule=poly", "optimizer.schedule='poly'; allowed: ('cosine', 'step', 'constant')"),

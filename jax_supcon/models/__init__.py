@@ -25,12 +25,13 @@ def compute_dtype(name: str):
 
 
 def create_encoder(model_config: ml_collections.ConfigDict) -> ResNet:
-    """The encoder named by `config.model` (name, width, stem, dtype)."""
+    """The encoder named by `config.model` (name, width, stem, dtype, remat)."""
     return create_resnet(
         model_config.name,
         width=model_config.width,
         stem=model_config.stem,
         dtype=compute_dtype(model_config.get("dtype", "float32")),
+        remat=model_config.get("remat", False),
     )
 
 

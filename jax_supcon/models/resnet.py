@@ -75,6 +75,7 @@ class ResNet(nn.Module):
     width: float = 1.0
     stem: str = "imagenet"
     dtype: Any = jnp.float32
+    remat: bool = False  # recompute each residual block's activations in the backward pass
 
     @property
     def feature_dim(self) -> int:
@@ -98,11 +99,14 @@ class ResNet(nn.Module):
         else:
             x = conv(base, (3, 3), padding=((1, 1), (1, 1)), name="stem_conv")(x)
             x = nn.relu(norm(name="stem_norm")(x))
+        # Rematerialised blocks keep only their inputs for the backward pass (the parameter and
+        # batch-statistics trees are the same), trading one more forward pass for activation memory.
+        block = nn.remat(self.block) if self.remat else self.block
         for stage, num_blocks in enumerate(self.stage_sizes):
             filters = _channels(64 * 2**stage, self.width)
             for index in range(num_blocks):
                 strides = 2 if stage > 0 and index == 0 else 1
-                x = self.block(filters, strides, conv, norm, name=f"stage{stage + 1}_block{index + 1}")(x)
+                x = block(filters, strides, conv, norm, name=f"stage{stage + 1}_block{index + 1}")(x)
         return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 
@@ -123,7 +127,9 @@ ARCHITECTURES: dict[str, tuple[tuple[int, ...], type[nn.Module]]] = {
 }
 
 
-def create_resnet(name: str, *, width: float = 1.0, stem: str = "imagenet", dtype: Any = jnp.float32) -> ResNet:
+def create_resnet(
+    name: str, *, width: float = 1.0, stem: str = "imagenet", dtype: Any = jnp.float32, remat: bool = False
+) -> ResNet:
     """Build a named ResNet; a one-line ValueError lists the names when `name` is unknown."""
     if name not in ARCHITECTURES:
         raise ValueError(f"model.name={name!r}; allowed: {sorted(ARCHITECTURES)}")
@@ -132,4 +138,4 @@ def create_resnet(name: str, *, width: float = 1.0, stem: str = "imagenet", dtyp
     if not width > 0:
         raise ValueError(f"model.width={width} must be > 0")
     stage_sizes, block = ARCHITECTURES[name]
-    return ResNet(stage_sizes=stage_sizes, block=block, width=width, stem=stem, dtype=dtype)
+    return ResNet(stage_sizes=stage_sizes, block=block, width=width, stem=stem, dtype=dtype, remat=remat)
