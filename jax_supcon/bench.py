@@ -294,6 +294,7 @@ def step_benchmark(config) -> dict:
             times.append(time.perf_counter() - start)
     median = float(np.median(times))
     views = config.batch_size * config.loss.num_views
+    memory = compiled.memory_analysis()
     record = {
         "bench": "step",
         "model": f"{config.model.name} w{config.model.width} {config.model.stem} {config.model.dtype}",
@@ -312,7 +313,7 @@ def step_benchmark(config) -> dict:
         "achieved_tflop_per_s": _significant(flops / median / 1e12),
         "loss_value": float(metrics["loss"]),
         "peak_memory_gib": _peak_memory_gib(jax.devices()[0]),
-        "xla_temp_gib": _gib(memory.temp_size_in_bytes) if (memory := compiled.memory_analysis()) else None,
+        "xla_temp_gib": _gib(memory.temp_size_in_bytes) if memory else None,
         "remat": config.model.remat,
         "devices": mesh.size,
         "device": jax.devices()[0].device_kind,
