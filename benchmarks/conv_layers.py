@@ -92,9 +92,9 @@ def main() -> None:
     parser.add_argument("--channels_last", action="store_true", help="PyTorch only: NHWC memory format")
     args = parser.parse_args()
     if args.framework == "jax":
-        from jax_supcon import cpu  # importing jax_supcon sets the CPU library-fusion flag
+        from jax_supcon import platform
 
-        cpu.reexec_with_huge_pages()  # as the training entry points do
+        platform.configure(huge_pages=True)  # as the training entry points do
     totals = [0.0, 0.0, 0.0]
     for name, size, c_in, c_out, kernel, stride, count in LAYERS:
         if args.framework == "jax":

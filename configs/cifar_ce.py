@@ -7,15 +7,13 @@ decay 1e-4, 10 warm-up epochs then cosine, 500 epochs, random crops (0.2, 1) and
 Targets (test top-1, SupContrast's README): 95.0 (CIFAR-10) and 75.3 (CIFAR-100).
 """
 
-from jax_supcon.config import DATASET_NORMALIZATION, augment_config, base_config, parse_recipe_arg, smoke
+from jax_supcon.config import base_config, parse_recipe_arg, sibling, smoke
 
 
 def get_config(arg: str | None = None):
     dataset, smoke_run = parse_recipe_arg(arg, ("cifar10", "cifar100"))
     config = base_config()
     config.job = "supervised"
-    config.data.name = dataset
-    config.data.image_size = 32
     config.batch_size = 1024
     config.eval_batch_size = 1000
     config.total_epochs = 500.0
@@ -24,9 +22,9 @@ def get_config(arg: str | None = None):
     config.model.name = "resnet50"
     config.model.stem = "cifar"
     config.label_smoothing = 0.0
-    mean, std = DATASET_NORMALIZATION[dataset]
-    config.augment = augment_config("none", crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5)
-    config.augment.mean, config.augment.std = mean, std
+    datasets = sibling(__file__, "datasets")
+    config.augment = datasets.crop_and_flip(crop_scale=(0.2, 1.0))
+    datasets.cifar(config, dataset)
     config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 0.8
     config.optimizer.momentum = 0.9

@@ -6,15 +6,13 @@ epochs, on random crops (0.2, 1) and flips; reports test top-1 (targets: see con
         --config.pretrained_workdir=STAGE1_DIR
 """
 
-from jax_supcon.config import DATASET_NORMALIZATION, augment_config, base_config, parse_recipe_arg, smoke
+from jax_supcon.config import base_config, parse_recipe_arg, sibling, smoke
 
 
 def get_config(arg: str | None = None):
     dataset, smoke_run = parse_recipe_arg(arg, ("cifar10", "cifar100"))
     config = base_config()
     config.job = "linear_eval"
-    config.data.name = dataset
-    config.data.image_size = 32
     config.batch_size = 512
     config.eval_batch_size = 1000
     config.total_epochs = 100.0
@@ -22,9 +20,9 @@ def get_config(arg: str | None = None):
     config.checkpoint_every_steps = 2000
     config.checkpoint = "latest"
     config.linear_augment = True
-    mean, std = DATASET_NORMALIZATION[dataset]
-    config.augment = augment_config("none", crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5)
-    config.augment.mean, config.augment.std = mean, std
+    datasets = sibling(__file__, "datasets")
+    config.augment = datasets.crop_and_flip(crop_scale=(0.2, 1.0))
+    datasets.cifar(config, dataset)
     config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 5.0
     config.optimizer.momentum = 0.9

@@ -10,7 +10,7 @@ Targets (linear evaluation with configs/cifar_linear.py, top-1): SupCon 96.0 (CI
 synthetic data (see `jax_supcon.config.smoke`).
 """
 
-from jax_supcon.config import DATASET_NORMALIZATION, augment_config, base_config, smoke
+from jax_supcon.config import augment_config, base_config, sibling, smoke
 
 
 def get_config(arg: str | None = None):
@@ -22,8 +22,6 @@ def get_config(arg: str | None = None):
     method = "simclr" if "simclr" in parts else "supcon"
     config = base_config()
     config.job = "pretrain"
-    config.data.name = dataset
-    config.data.image_size = 32
     config.batch_size = 1024
     config.eval_batch_size = 1024
     config.total_epochs = 1000.0
@@ -36,8 +34,8 @@ def get_config(arg: str | None = None):
     config.model.proj_dim = 128
     config.loss.name = method
     config.loss.temperature = 0.1 if method == "supcon" else 0.5
-    mean, std = DATASET_NORMALIZATION[dataset]
-    config.augment = augment_config("supcon_cifar", mean=mean, std=std)
+    config.augment = augment_config("supcon_cifar")
+    sibling(__file__, "datasets").cifar(config, dataset)
     config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 0.5
     config.optimizer.momentum = 0.9

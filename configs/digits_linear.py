@@ -1,13 +1,12 @@
 """Linear evaluation of a digits encoder: `--config.pretrained_workdir=DIR` names stage 1's workdir."""
 
-from jax_supcon.config import base_config
+from jax_supcon.config import base_config, sibling
 
 
 def get_config():
     config = base_config()
     config.job = "linear_eval"
-    config.data.name = "digits"
-    config.data.image_size = 16
+    sibling(__file__, "datasets").digits(config)
     config.batch_size = 256
     config.total_steps = 150
     config.log_every_steps = 25

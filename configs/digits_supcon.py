@@ -3,14 +3,13 @@
 `configs/digits_supcon.py:simclr` trains the self-supervised variant (NT-Xent, T=0.5) instead.
 """
 
-from jax_supcon.config import base_config
+from jax_supcon.config import base_config, sibling
 
 
 def get_config(variant: str = "supcon"):
     config = base_config()
     config.job = "pretrain"
-    config.data.name = "digits"
-    config.data.image_size = 16
+    sibling(__file__, "datasets").digits(config)
     config.batch_size = 256
     config.total_steps = 150
     config.log_every_steps = 25

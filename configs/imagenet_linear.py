@@ -6,26 +6,21 @@ split (targets: see configs/imagenet_supcon.py).
     jax-supcon --config=configs/imagenet_linear.py[:smoke] --workdir=DIR --config.pretrained_workdir=STAGE1_DIR
 """
 
-from jax_supcon.config import DATASET_NORMALIZATION, augment_config, base_config, parse_recipe_arg, smoke
+from jax_supcon.config import base_config, parse_recipe_arg, sibling, smoke
 
 
 def get_config(arg: str | None = None):
     _, smoke_run = parse_recipe_arg(arg, ("imagenet2012",))
     config = base_config()
     config.job = "linear_eval"
-    config.data.name = "imagenet2012"
-    config.data.eval_split = "validation"
-    config.data.image_size = 224
-    config.data.shuffle_buffer = 16_384
     config.batch_size = 4096
-    config.eval_batch_size = 1024
     config.total_epochs = 90.0
     config.log_every_steps = 100
     config.checkpoint_every_steps = 2000
     config.linear_augment = True
-    mean, std = DATASET_NORMALIZATION["imagenet2012"]
-    config.augment = augment_config("none", crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5)
-    config.augment.mean, config.augment.std = mean, std
+    datasets = sibling(__file__, "datasets")
+    config.augment = datasets.crop_and_flip(crop_scale=(0.08, 1.0))
+    datasets.imagenet(config)
     config.optimizer.name = "sgd"
     config.optimizer.nesterov = True
     config.optimizer.learning_rate = 0.1

@@ -18,19 +18,13 @@ Needs ImageNet prepared for tfds (`tfds build imagenet2012 --data_dir=DIR`, then
 with configs/imagenet_linear.py.
 """
 
-from jax_supcon.config import DATASET_NORMALIZATION, augment_config, base_config, parse_recipe_arg, smoke
+from jax_supcon.config import augment_config, base_config, parse_recipe_arg, sibling, smoke
 
 
 def get_config(arg: str | None = None):
     method, smoke_run = parse_recipe_arg(arg, ("supcon", "simclr"))
     config = base_config()
     config.job = "pretrain"
-    config.data.name = "imagenet2012"
-    config.data.train_split = "train"
-    config.data.eval_split = "validation"
-    config.data.image_size = 224
-    config.data.shuffle_buffer = 16_384
-    config.eval_batch_size = 1024
     config.log_every_steps = 100
     config.checkpoint_every_steps = 2000
     config.eval_every_steps = 20_000
@@ -42,7 +36,6 @@ def get_config(arg: str | None = None):
     config.model.dtype = "bfloat16"
     config.loss.name = method
     config.loss.temperature = 0.1
-    mean, std = DATASET_NORMALIZATION["imagenet2012"]
     config.optimizer.name = "lars"
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 1e-6
@@ -51,13 +44,14 @@ def get_config(arg: str | None = None):
     if method == "supcon":
         config.batch_size = 6144
         config.total_epochs = 350.0
-        config.augment = augment_config("randaugment", crop_scale=(0.08, 1.0), mean=mean, std=std)
+        config.augment = augment_config("randaugment", crop_scale=(0.08, 1.0))
         config.optimizer.learning_rate = 0.3
         config.optimizer.lr_scaling = "linear"
     else:
         config.batch_size = 4096
         config.total_epochs = 100.0
-        config.augment = augment_config("simclr", mean=mean, std=std)
+        config.augment = augment_config("simclr")
         config.optimizer.learning_rate = 0.075
         config.optimizer.lr_scaling = "sqrt"
+    sibling(__file__, "datasets").imagenet(config)
     return smoke(config) if smoke_run else config

@@ -10,15 +10,13 @@ Targets (solo-learn's reported online linear top-1 on CIFAR-10): SupCon 93.82 (T
 Evaluate with configs/cifar_linear.py.
 """
 
-from jax_supcon.config import DATASET_NORMALIZATION, augment_config, base_config, parse_recipe_arg, smoke
+from jax_supcon.config import augment_config, base_config, parse_recipe_arg, sibling, smoke
 
 
 def get_config(arg: str | None = None):
     method, smoke_run = parse_recipe_arg(arg, ("supcon", "simclr"))
     config = base_config()
     config.job = "pretrain"
-    config.data.name = "cifar10"
-    config.data.image_size = 32
     config.batch_size = 256
     config.eval_batch_size = 1000
     config.total_epochs = 1000.0
@@ -32,7 +30,6 @@ def get_config(arg: str | None = None):
     config.model.proj_dim = 256
     config.loss.name = method
     config.loss.temperature = 0.1 if method == "supcon" else 0.2
-    mean, std = DATASET_NORMALIZATION["cifar10"]
     jitter = (0.4, 0.4, 0.2, 0.1) if method == "supcon" else (0.8, 0.8, 0.8, 0.2)
     config.augment = augment_config(
         "supcon_cifar",
@@ -41,9 +38,8 @@ def get_config(arg: str | None = None):
         contrast=jitter[1],
         saturation=jitter[2],
         hue=jitter[3],
-        mean=mean,
-        std=std,
     )
+    sibling(__file__, "datasets").cifar(config, "cifar10")
     config.optimizer.name = "lars"
     config.optimizer.learning_rate = 0.4
     config.optimizer.lr_scaling = "linear"

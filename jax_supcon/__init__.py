@@ -1,8 +1,7 @@
-"""jax_supcon: supervised contrastive learning (SupCon) and SimCLR in JAX/Flax."""
+"""jax_supcon: supervised contrastive learning (SupCon) and SimCLR in JAX/Flax.
 
-from jax_supcon import cpu as _cpu
+Importing the package (or any submodule) changes nothing in the process: the CPU tuning the
+command-line tools apply is one call, `jax_supcon.platform.configure()`, made before JAX starts.
+"""
 
 __version__ = "0.1.0"
-
-# Before JAX starts a backend: route CPU convolutions, reductions and elementwise work to YNNPACK.
-_cpu.enable_library_fusion()

@@ -518,3 +518,21 @@ def sharded(loss_fn: Callable[..., jax.Array], mesh: Mesh, axis_name: str = "dat
         return jax.shard_map(local, mesh=mesh, in_specs=(specs,), out_specs=P())(inputs)
 
     return wrapped
+
+
+def validate_loss_config(loss) -> None:
+    """One-line errors for a bad `config.loss` section (name, temperature, options, views)."""
+    if loss.name not in FEATURE_LOSSES:
+        raise ValueError(f"loss.name={loss.name!r}; allowed: {tuple(FEATURE_LOSSES)}")
+    if not loss.temperature > 0:
+        raise ValueError(f"loss.temperature={loss.temperature} must be > 0")
+    choices = {"contrast_mode": CONTRAST_MODES, "loss_type": LOSS_TYPES, "denominator": DENOMINATORS}
+    for key, allowed in (choices | {"mining": TRIPLET_MINING}).items():
+        if loss[key] not in allowed:
+            raise ValueError(f"loss.{key}={loss[key]!r}; allowed: {allowed}")
+    if loss.chunk_size is not None and loss.chunk_size <= 0:
+        raise ValueError(f"loss.chunk_size={loss.chunk_size} must be > 0 (or unset)")
+    if loss.margin is not None and not loss.margin > 0:
+        raise ValueError(f"loss.margin={loss.margin} must be > 0 (or unset)")
+    if loss.num_views < 1 or (loss.name == "simclr" and loss.num_views < 2):
+        raise ValueError(f"loss.num_views={loss.num_views}; needs >= 2 for simclr, >= 1 for supcon")

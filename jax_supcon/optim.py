@@ -98,3 +98,21 @@ def create_optimizer(
     if clip is not None:  # on the raw gradients, before weight decay and momentum
         tx = optax.chain(optax.clip_by_global_norm(clip), tx)
     return tx, schedule
+
+
+def validate_optimizer_config(opt: ml_collections.ConfigDict) -> None:
+    """One-line errors for a bad `config.optimizer` section."""
+    for key, allowed in (("name", OPTIMIZERS), ("schedule", SCHEDULES), ("lr_scaling", LR_SCALINGS)):
+        if opt[key] not in allowed:
+            raise ValueError(f"optimizer.{key}={opt[key]!r}; allowed: {allowed}")
+    if not opt.learning_rate >= 0:
+        raise ValueError(f"optimizer.learning_rate={opt.learning_rate} must be >= 0")
+    if not opt.weight_decay >= 0 or not 0 <= opt.momentum < 1:
+        raise ValueError(
+            f"optimizer.weight_decay={opt.weight_decay} must be >= 0 and optimizer.momentum={opt.momentum} in [0, 1)"
+        )
+    if opt.clip_grad_norm is not None and not opt.clip_grad_norm > 0:
+        raise ValueError(f"optimizer.clip_grad_norm={opt.clip_grad_norm} must be > 0 (or unset: no clipping)")
+    if not 0 <= opt.decay_rate <= 1:
+        raise ValueError(f"optimizer.decay_rate={opt.decay_rate} must be in [0, 1]")
+    step_boundaries(opt, total_steps=1)

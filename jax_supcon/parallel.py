@@ -25,6 +25,11 @@ def create_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
 
 
+def is_main_process() -> bool:
+    """Process 0 of a multi-process run (the only one that writes files and prints)."""
+    return jax.process_index() == 0
+
+
 def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
     """One-line error, before anything is compiled, when the global batch cannot be split."""
     if batch_size <= 0 or batch_size % mesh.size:

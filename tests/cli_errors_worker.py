@@ -14,7 +14,7 @@ os.chdir(os.path.dirname(HERE))
 
 from absl import flags  # noqa: E402
 
-from jax_supcon import main as cli  # noqa: E402
+from jax_supcon.cli import main as cli  # noqa: E402
 
 results = []
 for args in json.load(sys.stdin):

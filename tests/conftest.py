@@ -1,17 +1,19 @@
-"""Eight fake CPU devices for every test (set before JAX initialises its backend).
-
-A 1-device run in the same process uses a mesh over `jax.devices()[:1]`.
+"""Eight fake CPU devices for every test, and the platform setup the entry points apply (both
+before JAX initialises its backend). A 1-device run in the same process uses a mesh over
+`jax.devices()[:1]`.
 """
 
 import os
 
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import json  # noqa: E402
 
 import pytest  # noqa: E402
+
+from jax_supcon import platform  # noqa: E402
+
+platform.configure()  # XLA:CPU flags and CPU convolutions, as the console scripts (no huge-page restart)
 
 
 def tiny(config):

@@ -12,8 +12,9 @@ import orbax.checkpoint as ocp
 import pytest
 from conftest import read_metrics, tiny
 
-from jax_supcon import average, parallel
-from jax_supcon.train import linear_eval, pretrain
+from jax_supcon import parallel
+from jax_supcon.cli import average
+from jax_supcon.jobs import linear_eval, pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRIC = "val/encoder/knn_top1"
@@ -155,24 +156,19 @@ def test_bad_paths_are_refused_and_nothing_is_touched(source, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def run_cli(*args):
+def run_cli(*args, cwd):
+    """The installed `jax-supcon-average` script, as a user runs it (here from another directory)."""
     env = dict(os.environ, JAX_NUM_CPU_DEVICES="1")
-    return subprocess.run(
-        [sys.executable, "-m", "jax_supcon.average", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    script = os.path.join(os.path.dirname(sys.executable), "jax-supcon-average")
+    return subprocess.run([script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_cli_averages_on_one_device_and_reports_errors_in_one_line(source, tmp_path):
-    result = run_cli(f"--workdir={source}", f"--out={tmp_path / 'avg'}", "--last=2")
+    result = run_cli(f"--workdir={source}", f"--out={tmp_path / 'avg'}", "--last=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["steps"] == [2, 3] and summary["step"] == 3
     assert os.listdir(tmp_path / "avg" / "checkpoints") == ["3"]
-    result = run_cli(f"--workdir={source}", f"--out={tmp_path / 'avg'}", "--last=0")
+    result = run_cli(f"--workdir={source}", f"--out={tmp_path / 'avg'}", "--last=0", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == ["jax-supcon-average: error: --last=0 must be >= 1"]

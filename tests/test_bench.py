@@ -53,9 +53,19 @@ def test_input_benchmark_prints_every_case():
     assert records["32px_in_memory"]["images_per_s"] > 0 and records["device_augment_32px"]["ms_per_batch"] > 0
 
 
-def test_step_benchmark_times_a_compiled_step_on_resident_and_pipelined_input():
+def run_script(*argv, cwd, devices):
+    """The installed `jax-supcon-bench` script, run from `cwd`; asserts success, returns its JSON records."""
+    script = os.path.join(os.path.dirname(sys.executable), "jax-supcon-bench")
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices))
+    result = subprocess.run([script, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_step_benchmark_times_a_compiled_step_on_resident_and_pipelined_input(tmp_path):
+    """Through the installed script from another directory, as a user on a GPU host runs it."""
     tiny = [
-        "--config=configs/bench_cifar_resnet18.py",
+        f"--config={ROOT}/configs/bench_cifar_resnet18.py",
         "--config.model.name=resnet_tiny",
         "--config.model.width=0.125",
         "--config.data.image_size=8",
@@ -65,7 +75,7 @@ def test_step_benchmark_times_a_compiled_step_on_resident_and_pipelined_input():
     ]
     # the pipelined run also rematerialises the blocks (the training step with model.remat)
     extras = ([], ["--pipeline", "--config.model.remat=True"])
-    records = [run_bench("step", *tiny, *extra, devices=2)[-1] for extra in extras]
+    records = [run_script("step", *tiny, *extra, cwd=tmp_path, devices=2)[-1] for extra in extras]
     assert [record["remat"] for record in records] == [False, True]
     for record in records:
         assert record["bench"] == "step" and record["devices"] == 2 and record["batch"] == 8

@@ -317,7 +317,7 @@ def test_prefetch_to_device_keeps_order_and_shards_over_the_mesh():
 
 def test_preview_writes_a_grid_of_examples_by_views(tmp_path):
     from configs import digits_supcon
-    from jax_supcon.preview import augmentation_preview
+    from jax_supcon.cli.preview import augmentation_preview
 
     write_folder(tmp_path / "data", corrupt=False)
     config = digits_supcon.get_config()

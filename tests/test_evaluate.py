@@ -11,9 +11,12 @@ import pytest
 from conftest import read_metrics
 from PIL import Image
 
-from jax_supcon import parallel, report, visualize
+from jax_supcon import parallel
 from jax_supcon.evaluate import knn, retrieval
-from jax_supcon.train import embed, linear_eval, pretrain
+from jax_supcon.jobs import embed, pretrain
+from jax_supcon.report import markdown as report
+from jax_supcon.report import plots as visualize
+from jax_supcon.train import pretrained as stage_one
 
 # ----------------------------------------------------------------------------- references
 
@@ -230,7 +233,7 @@ def test_pretraining_validates_keeps_the_best_checkpoint_and_reports(pretrain_co
     np.testing.assert_allclose(np.linalg.norm(arrays["projection"], axis=1), 1.0, rtol=1e-5)
 
     with pytest.raises(ValueError, match=r"checkpoint='3'; allowed: 'latest', 'best' or one of the saved steps"):
-        linear_eval.restore_encoder(workdir, mesh, "3")
+        stage_one.restore_encoder(workdir, mesh, "3")
 
 
 def test_metric_inputs_are_checked():

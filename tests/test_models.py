@@ -1,5 +1,7 @@
 """Parameter counts against torchvision's published numbers, shapes, and config errors."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -149,25 +151,24 @@ def test_strided_conv_matches_lax_forward_and_gradients(x_shape, w_shape, stride
         np.testing.assert_allclose(new, ref, rtol=tol, atol=tol * float(np.max(np.abs(ref))))
 
 
-def test_resnet_gradients_equal_plain_lax_convolutions(monkeypatch):
+def test_resnet_gradients_equal_plain_lax_convolutions():
     """Whole-encoder gradients (7x7/2 stem, strided 3x3 and 1x1 projections) against lax's own."""
-    import jax_supcon.models.resnet as resnet
-
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 33, 31, 3))
-    model = models.create_resnet("resnet_tiny", stem="imagenet", width=0.25)
-    variables = model.init(jax.random.PRNGKey(1), x)
+    cpu_model, lax_model = (
+        models.create_resnet("resnet_tiny", stem="imagenet", width=0.25, cpu_convolutions=flag)
+        for flag in (True, False)
+    )
+    variables = lax_model.init(jax.random.PRNGKey(1), x)
 
-    def grads(variables):
+    def grads(model, variables):
         def loss(params):
             out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
             return jnp.sum(out**2)
 
         return jax.grad(loss)(variables["params"])
 
-    new = jax.jit(grads)(variables)  # traced with jax_supcon's convolutions
-    with monkeypatch.context() as patch:
-        patch.setattr(resnet, "conv_general_dilated", jax.lax.conv_general_dilated)
-        ref = jax.jit(grads)(variables)  # a fresh trace with lax's
+    new = jax.jit(functools.partial(grads, cpu_model))(variables)  # jax_supcon's convolutions
+    ref = jax.jit(functools.partial(grads, lax_model))(variables)  # lax's
     for path, ref_leaf in jax.tree_util.tree_leaves_with_path(ref):
         scale = float(jnp.max(jnp.abs(ref_leaf))) + 1e-12
         err = float(jnp.max(jnp.abs(_leaf(new, path) - ref_leaf))) / scale

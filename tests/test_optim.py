@@ -12,7 +12,7 @@ import pytest
 
 from jax_supcon import optim
 from jax_supcon.config import base_config, validate_config
-from jax_supcon.train import common
+from jax_supcon.train import state as common
 
 
 def opt_config(**overrides) -> ml_collections.ConfigDict:

@@ -7,7 +7,7 @@ import pytest
 from conftest import read_metrics
 
 from jax_supcon import parallel
-from jax_supcon.train import pretrain
+from jax_supcon.jobs import pretrain
 
 
 def test_eight_fake_devices_are_visible():

@@ -10,7 +10,7 @@ import pytest
 
 from jax_supcon import optim, parallel
 from jax_supcon.config import validate_config
-from jax_supcon.train import linear_eval, pretrain, supervised
+from jax_supcon.jobs import linear_eval, pretrain, supervised
 
 PRETRAIN = [
     ("cifar_supcon", "cifar10"),

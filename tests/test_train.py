@@ -14,7 +14,8 @@ import pytest
 from conftest import TINY_CLI, read_metrics
 
 from jax_supcon import parallel
-from jax_supcon.train import linear_eval, pretrain
+from jax_supcon.jobs import linear_eval, pretrain
+from jax_supcon.train import pretrained as stage_one
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,16 +50,16 @@ def test_linear_eval_restores_the_frozen_encoder_and_reports_test_top1(pretraine
     linear_config.total_steps = 5
     summary = linear_eval.train_and_evaluate(linear_config, str(tmp_path), mesh=mesh)
     assert summary["test_examples"] == 360 and 0.0 <= summary["test_top1"] <= 1.0
-    encoder, frozen = linear_eval.restore_encoder(pretrained, mesh)
+    encoder, frozen = stage_one.restore_encoder(pretrained, mesh)
     # The encoder is the pretrained one: its weights differ from a fresh initialisation.
-    _, _, _, init = pretrain.build(pretrain_config_from(pretrained), 1, 0)
+    _, _, _, init = stage_one.build(pretrain_config_from(pretrained), 1, 0)
     fresh = init()
     assert not np.allclose(jax.tree.leaves(frozen["params"])[0], jax.tree.leaves(fresh.params["encoder"])[0])
     assert read_metrics(tmp_path)[-1]["test_top1"] == summary["test_top1"]
 
 
 def pretrain_config_from(workdir):
-    from jax_supcon.train.common import load_config
+    from jax_supcon.train.workdir import load_config
 
     return load_config(workdir)
 
@@ -311,7 +312,7 @@ def test_supervised_baseline_trains_end_to_end_and_resumes(tmp_path, mesh):
     from conftest import tiny
 
     from configs import digits_ce
-    from jax_supcon.train import supervised
+    from jax_supcon.jobs import supervised
 
     config = tiny(digits_ce.get_config())
     config.total_steps = 2
@@ -363,10 +364,38 @@ def test_a_diverged_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     result = run_cli(*args)
     assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
+    # The update of step 1 overflows the weights: step 1 is the first bad step and is not saved.
     assert re.fullmatch(
-        r"jax-supcon: stopped: loss is (nan|inf|-inf) at step 2; stopped\. The last good checkpoint is step 1 .*", last
+        r"jax-supcon: stopped: the parameters are not finite \(loss \S+\) at step 1; stopped\. "
+        r"No checkpoint was saved before it .*",
+        last,
     ), last
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
+    assert not os.listdir(tmp_path / "checkpoints")
+
+
+def test_a_step_whose_update_is_not_finite_is_never_saved(pretrain_config, tmp_path, mesh):
+    """At lr 1e12 the loss of step 2 is still finite, but its update turns the parameters to NaN:
+    the run stops there, and every checkpoint it leaves holds finite arrays only."""
+    from jax_supcon.checkpoint import Checkpointer
+    from jax_supcon.cli.average import abstract_target
+    from jax_supcon.train.loop import TrainingDiverged
+
+    pretrain_config.optimizer.learning_rate = 1e12
+    pretrain_config.total_steps = 12
+    pretrain_config.checkpoint_every_steps = 1
+    pretrain_config.log_every_steps = 3
+    message = (
+        r"the parameters are not finite \(loss [0-9.]+\) at step 2; stopped\. "
+        r"The last good checkpoint is step 1 \(check the data, or lower the learning rate in a new --workdir\)"
+    )
+    with pytest.raises(TrainingDiverged, match=message):
+        pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)
+    checkpointer = Checkpointer(str(tmp_path), create=False)
+    assert checkpointer.all_steps() == [1]
+    state = checkpointer.restore(abstract_target(checkpointer.metadata(1), parallel.replicated(mesh)), 1)
+    checkpointer.close()
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state) if np.issubdtype(leaf.dtype, np.floating))
+    assert not (tmp_path / "metrics.jsonl").exists()  # the divergence came before the first log step
 
 
 def start_cli(args: list[str], stderr) -> subprocess.Popen:
@@ -444,11 +473,11 @@ def test_online_probe_and_ema_in_pretraining_then_linear_eval_of_the_ema_encoder
         table = f.read()
     assert "probe/linear/kernel" in table and "encoder/" in table
 
-    _, _, state, _ = linear_eval.restore_pretrained(workdir, mesh, "best")
+    _, _, state, _ = stage_one.restore_pretrained(workdir, mesh, "best")
     trained, averaged = state.params["encoder"], state.ema["params"]["encoder"]
     assert state.params["probe"]["linear"]["kernel"].shape == (16, 10)
     assert not np.allclose(jax.tree.leaves(trained)[0], jax.tree.leaves(averaged)[0])
-    _, frozen = linear_eval.restore_encoder(workdir, mesh, use_ema=True)
+    _, frozen = stage_one.restore_encoder(workdir, mesh, use_ema=True)
     np.testing.assert_array_equal(jax.tree.leaves(frozen["params"])[0], jax.tree.leaves(averaged)[0])
 
     # Precomputed features train the same classifier as features computed every step.
@@ -466,13 +495,13 @@ def test_online_probe_and_ema_in_pretraining_then_linear_eval_of_the_ema_encoder
 
     without_ema = state.replace(ema={})
     with pytest.raises(ValueError, match=r"pretrained_ema=True, but the stage-1 run kept no EMA weights"):
-        linear_eval.pretrained_variables(without_ema, pretrain_config_from(workdir), use_ema=True)
+        stage_one.pretrained_variables(without_ema, pretrain_config_from(workdir), use_ema=True)
 
 
 def test_a_bfloat16_step_is_finite_and_close_to_float32(pretrain_config, mesh):
     import functools
 
-    from jax_supcon.train import common
+    from jax_supcon.train import state as common
 
     pretrain_config.augment.recipe = "none"
     pretrain_config.data.num_classes = 10
@@ -487,7 +516,7 @@ def test_a_bfloat16_step_is_finite_and_close_to_float32(pretrain_config, mesh):
     results = {}
     for dtype in ("float32", "bfloat16"):
         pretrain_config.model.dtype = dtype
-        model, tx, schedule, init = pretrain.build(pretrain_config, 10, 0)
+        model, tx, schedule, init = stage_one.build(pretrain_config, 10, 0)
         state = common.init_state(init, common.abstract_state(init, mesh))
         step = common.jit_train_step(
             functools.partial(

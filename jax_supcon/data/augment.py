@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jax_supcon.config import resolve_view as view_config  # one view's concrete config
+from jax_supcon.data.recipes import resolve_view as view_config  # one view's concrete config
 
 SOLARIZE_THRESHOLD = 0.5  # on [0, 1] images, as BYOL
 BLUR_KERNEL_FRACTION = 0.1  # SimCLR: a kernel ~10% of the image side (23 px at 224)

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from jax_supcon.config import resolve_view
+from jax_supcon.data.recipes import resolve_view
 from jax_supcon.data.sources import Source, _tf
 
 Batch = dict[str, np.ndarray]

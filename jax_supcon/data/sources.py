@@ -350,6 +350,26 @@ def check_name(name: str) -> None:
         raise ValueError(f"data.name={name!r}; allowed: {ALLOWED_NAMES}")
 
 
+def validate_data_config(data: ml_collections.ConfigDict, batch_size: int) -> None:
+    """One-line errors for a bad `config.data` section (`batch_size`: the global training batch)."""
+    check_name(data.name)
+    if data.image_size < 1:
+        raise ValueError(f"data.image_size={data.image_size} must be >= 1")
+    if not 0 < data.eval_crop_fraction <= 1:
+        raise ValueError(f"data.eval_crop_fraction={data.eval_crop_fraction} must be in (0, 1]")
+    if data.shuffle_buffer < 1 or data.prefetch_to_device < 1:
+        raise ValueError(
+            f"data.shuffle_buffer={data.shuffle_buffer} and data.prefetch_to_device={data.prefetch_to_device} "
+            "must be >= 1"
+        )
+    per_class = data.samples_per_class
+    if per_class < 0 or (per_class and batch_size % per_class):
+        raise ValueError(f"data.samples_per_class={per_class} must be 0 (off) or divide batch_size={batch_size}")
+    for key in ("num_classes", "num_train_examples", "num_eval_examples"):
+        if data[key] is not None and data[key] < 1:
+            raise ValueError(f"data.{key}={data[key]} must be >= 1 (or unset)")
+
+
 def load_source(data: ml_collections.ConfigDict, split: str) -> Source:
     """The source named by `data.name`, for `split` in ("train", "test"): "test" reads
     `data.eval_split` (tfds and folder) and is what evaluation uses."""

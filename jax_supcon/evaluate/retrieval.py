@@ -5,7 +5,7 @@
   the R nearest that do.
 - mean_average_precision_at_r (MAP@R, Musgrave et al. 2020): (1/R) sum_{i<=R} P(i) rel(i).
 - nmi, ami: k-means on the query embeddings with as many clusters as distinct query labels
-  (scikit-learn), scored against the labels.
+  (scikit-learn, imported only when clustering runs), scored against the labels.
 
 With no reference the queries are their own reference, each query's self excluded. Ranking ties
 go to the lower reference index. Queries whose label no reference item has (R = 0) cannot
@@ -20,8 +20,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from jax_supcon.evaluate.knn import normalize
 
@@ -48,6 +46,8 @@ def _retrieval_block(
 
 def cluster_scores(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
     """NMI and AMI (arithmetic normalisation) of a clustering against the labels."""
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
     return {
         "nmi": float(normalized_mutual_info_score(labels, clusters)),
         "ami": float(adjusted_mutual_info_score(labels, clusters)),
@@ -55,6 +55,9 @@ def cluster_scores(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]
 
 
 def kmeans_clusters(embeddings: np.ndarray, num_clusters: int, seed: int = 0) -> np.ndarray:
+    """scikit-learn's k-means (10 starts) on the L2-normalised embeddings; loaded only here."""
+    from sklearn.cluster import KMeans
+
     points = np.asarray(normalize(embeddings))
     return KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit_predict(points)
 

@@ -17,6 +17,17 @@ VALIDATION_METRICS = (
 )
 
 
+def validate_validation_config(config) -> None:
+    """One-line errors for the validation settings of a run (`best_metric`, `knn_k`, ...)."""
+    validating = config.job == "pretrain" and config.eval_every_steps > 0 and config.best_metric
+    if validating and config.best_metric not in VALIDATION_METRICS:
+        raise ValueError(f"best_metric={config.best_metric!r}; allowed: '' or one of {VALIDATION_METRICS}")
+    if config.knn_k < 1 or not config.knn_temperature > 0:
+        raise ValueError(f"knn_k={config.knn_k} must be >= 1 and knn_temperature={config.knn_temperature} > 0")
+    if config.eval_every_steps < 0:
+        raise ValueError(f"eval_every_steps={config.eval_every_steps} must be >= 0 (0: no validation)")
+
+
 def linear_accuracy(features: np.ndarray, labels: np.ndarray, *, kernel: np.ndarray, bias: np.ndarray) -> float:
     """Top-1 accuracy of the linear classifier `features @ kernel + bias` (the online probe)."""
     logits = np.asarray(features, np.float32) @ np.asarray(kernel, np.float32) + np.asarray(bias, np.float32)

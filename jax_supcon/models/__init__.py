@@ -5,14 +5,16 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
+from jax_supcon import platform
 from jax_supcon.models.heads import (
+    HEADS,
     ContrastiveModel,
     LinearClassifier,
     ProjectionHead,
     SupervisedModel,
     l2_normalize,
 )
-from jax_supcon.models.resnet import ARCHITECTURES, ResNet, create_resnet
+from jax_supcon.models.resnet import ARCHITECTURES, STEMS, ResNet, create_resnet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -24,14 +26,18 @@ def compute_dtype(name: str):
     return DTYPES[name]
 
 
-def create_encoder(model_config: ml_collections.ConfigDict) -> ResNet:
-    """The encoder named by `config.model` (name, width, stem, dtype, remat)."""
+def create_encoder(model_config: ml_collections.ConfigDict, *, cpu_convolutions: bool | None = None) -> ResNet:
+    """The encoder named by `config.model` (name, width, stem, dtype, remat). `cpu_convolutions`
+    None: as `jax_supcon.platform` decided for this process (see `platform.cpu_convolutions`)."""
+    if cpu_convolutions is None:
+        cpu_convolutions = platform.cpu_convolutions()
     return create_resnet(
         model_config.name,
         width=model_config.width,
         stem=model_config.stem,
         dtype=compute_dtype(model_config.get("dtype", "float32")),
         remat=model_config.get("remat", False),
+        cpu_convolutions=cpu_convolutions,
     )
 
 
@@ -48,6 +54,22 @@ def create_contrastive_model(model_config: ml_collections.ConfigDict, probe_clas
     return ContrastiveModel(encoder=encoder, head=head, probe_classes=probe_classes)
 
 
+def validate_model_config(model: ml_collections.ConfigDict) -> None:
+    """One-line errors for a bad `config.model` section, before anything is built."""
+    for key, allowed in (
+        ("name", tuple(sorted(ARCHITECTURES))),
+        ("stem", STEMS),
+        ("head", HEADS),
+        ("dtype", tuple(DTYPES)),
+    ):
+        if model[key] not in allowed:
+            raise ValueError(f"model.{key}={model[key]!r}; allowed: {allowed}")
+    if not isinstance(model.get("remat", False), bool):
+        raise ValueError(f"model.remat={model.remat!r}; allowed: True, False")
+    if not model.width > 0 or model.proj_dim < 1:
+        raise ValueError(f"model.width={model.width} must be > 0 and model.proj_dim={model.proj_dim} >= 1")
+
+
 __all__ = [
     "ARCHITECTURES",
     "ContrastiveModel",
@@ -60,4 +82,5 @@ __all__ = [
     "create_encoder",
     "create_resnet",
     "l2_normalize",
+    "validate_model_config",
 ]

@@ -15,7 +15,9 @@ the three stride-2 3x3 convolutions' input gradients took about 200 ms of 2.4 s.
   gradient transposes a quarter of the activations and its input gradient is a zero-interleaving pad.
 
 Parameters keep their layout (HWIO), so checkpoints do not depend on the backend. Anything else
-(other layouts, dilation, groups, accelerators) goes to `lax.conv_general_dilated` unchanged.
+(other layouts, dilation, groups) goes to `lax.conv_general_dilated` unchanged. A ResNet uses
+this function only when built with `cpu_convolutions=True`, which `models.create_encoder` chooses
+where `jax_supcon.platform.configure()` was called and JAX runs on the CPU.
 """
 
 from __future__ import annotations
@@ -50,8 +52,7 @@ def conv_general_dilated(
     strides = tuple(window_strides)
     dilations = tuple(lhs_dilation or (1, 1)) + tuple(rhs_dilation or (1, 1))
     if (
-        jax.default_backend() != "cpu"
-        or lhs.ndim != 4
+        lhs.ndim != 4
         or strides == (1, 1)
         or feature_group_count != 1
         or kwargs

@@ -14,8 +14,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
-from jax_supcon.models.conv import conv_general_dilated
+from jax_supcon.models import conv as cpu_conv
 
 STEMS = ("cifar", "imagenet")
 
@@ -76,6 +77,7 @@ class ResNet(nn.Module):
     stem: str = "imagenet"
     dtype: Any = jnp.float32
     remat: bool = False  # recompute each residual block's activations in the backward pass
+    cpu_convolutions: bool = False  # strided convolutions with a backward pass suited to XLA:CPU (conv.py)
 
     @property
     def feature_dim(self) -> int:
@@ -86,7 +88,8 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool = True):
         if self.stem not in STEMS:
             raise ValueError(f"stem={self.stem!r}; allowed: {STEMS}")
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, conv_general_dilated=conv_general_dilated)
+        conv_fn = cpu_conv.conv_general_dilated if self.cpu_convolutions else lax.conv_general_dilated
+        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, conv_general_dilated=conv_fn)
         norm = functools.partial(
             nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
         )
@@ -128,9 +131,16 @@ ARCHITECTURES: dict[str, tuple[tuple[int, ...], type[nn.Module]]] = {
 
 
 def create_resnet(
-    name: str, *, width: float = 1.0, stem: str = "imagenet", dtype: Any = jnp.float32, remat: bool = False
+    name: str,
+    *,
+    width: float = 1.0,
+    stem: str = "imagenet",
+    dtype: Any = jnp.float32,
+    remat: bool = False,
+    cpu_convolutions: bool = False,
 ) -> ResNet:
-    """Build a named ResNet; a one-line ValueError lists the names when `name` is unknown."""
+    """Build a named ResNet; a one-line ValueError lists the names when `name` is unknown.
+    `cpu_convolutions` changes how strided convolutions are differentiated, not what they compute."""
     if name not in ARCHITECTURES:
         raise ValueError(f"model.name={name!r}; allowed: {sorted(ARCHITECTURES)}")
     if stem not in STEMS:
@@ -138,4 +148,12 @@ def create_resnet(
     if not width > 0:
         raise ValueError(f"model.width={width} must be > 0")
     stage_sizes, block = ARCHITECTURES[name]
-    return ResNet(stage_sizes=stage_sizes, block=block, width=width, stem=stem, dtype=dtype, remat=remat)
+    return ResNet(
+        stage_sizes=stage_sizes,
+        block=block,
+        width=width,
+        stem=stem,
+        dtype=dtype,
+        remat=remat,
+        cpu_convolutions=cpu_convolutions,
+    )

@@ -1,10 +1,3 @@
-"""One module per job; `JOBS` maps `config.job` to its `train_and_evaluate(config, workdir)`."""
-
-from jax_supcon.train import embed, linear_eval, pretrain, supervised
-
-JOBS = {
-    "pretrain": pretrain.train_and_evaluate,
-    "linear_eval": linear_eval.train_and_evaluate,
-    "embed": embed.train_and_evaluate,
-    "supervised": supervised.train_and_evaluate,
-}
+"""What every job shares: the train state and its jitted step (`state`), the step loop with its
+stop rules (`loop`), the workdir's files and resume rules (`workdir`), the training input
+(`inputs`) and restoring a stage-1 run (`pretrained`). Jobs live in `jax_supcon.jobs`."""

@@ -11,7 +11,7 @@ from jax.sharding import Mesh
 from jax_supcon import models, parallel
 from jax_supcon.data import augment, pipeline
 from jax_supcon.data.sources import Source
-from jax_supcon.progress import progress
+from jax_supcon.report.progress import progress
 
 
 def embedding_forward(model: models.ContrastiveModel, augment_config: ml_collections.ConfigDict):

@@ -14,7 +14,17 @@ from jax.sharding import Mesh
 from jax_supcon import losses, models, optim
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.data import augment
-from jax_supcon.train import common
+from jax_supcon.evaluate import classification
+from jax_supcon.train import inputs, loop
+from jax_supcon.train import workdir as run_dir
+from jax_supcon.train.state import (
+    abstract_state,
+    apply_gradients,
+    init_state_fn,
+    jit_train_step,
+    restore_or_init,
+    state_shardings,
+)
 
 
 def supervised_step(state, batch, *, model, tx, schedule, config):
@@ -30,53 +40,44 @@ def supervised_step(state, batch, *, model, tx, schedule, config):
         return loss, (logits, updated["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state = common.apply_gradients(state, grads, tx, batch_stats=batch_stats, ema_decay=config.ema_decay)
+    new_state = apply_gradients(state, grads, tx, batch_stats=batch_stats, ema_decay=config.ema_decay)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
     metrics = {"loss": loss, "train_top1": accuracy, "learning_rate": schedule(state.step)}
     return new_state, metrics
 
 
-def correct_counts(variables, batch, *, model, config) -> jax.Array:
-    """[top-1 hits, top-5 hits] among the unpadded examples of an evaluation batch."""
-    logits = model.apply(variables, augment.preprocess_eval(batch["image"], config.augment), train=False)
-    return common.top_k_hits(logits, batch["label"], batch["mask"])
-
-
-def evaluate(variables, source, mesh, *, model, config) -> dict[str, float]:
-    """Top-1 and top-5 accuracy over the whole `source` (padding excluded)."""
-    count = jax.jit(functools.partial(correct_counts, model=model, config=config))
-    top1, top5 = common.sum_over_split(lambda batch: count(variables, batch), source, mesh, config.eval_batch_size)
-    return {"test_top1": int(top1) / source.num_examples, "test_top5": int(top5) / source.num_examples}
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) the cross-entropy baseline in `workdir`; returns the summary with test top-1/top-5."""
-    mesh, train_source, test_source, total_steps, warmup_steps = common.load_training_data(config, mesh)
+    mesh, train_source, test_source, total_steps, warmup_steps = inputs.load_training_data(config, mesh)
     model = models.SupervisedModel(
         encoder=models.create_encoder(config.model), classifier=models.LinearClassifier(train_source.num_classes)
     )
     tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps, config.batch_size)
     size = config.data.image_size
-    init = common.init_state_fn(
+    init = init_state_fn(
         lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False),
         tx,
         config.seed,
         ema=config.ema_decay > 0,
     )
-    target = common.abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
-    common.prepare_workdir(workdir, config)
+    target = abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
+    run_dir.prepare_workdir(workdir, config)
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
-    state = common.restore_or_init(init, target, checkpointer)
-    common.write_parameter_overview(workdir, "supervised", state.params)
-    shardings = common.state_shardings(state)
-    train_step = common.jit_train_step(
-        functools.partial(supervised_step, model=model, tx=tx, schedule=schedule, config=config), shardings, mesh
+    state = restore_or_init(init, target, checkpointer)
+    run_dir.write_parameter_overview(workdir, "supervised", state.params)
+    train_step = jit_train_step(
+        functools.partial(supervised_step, model=model, tx=tx, schedule=schedule, config=config),
+        state_shardings(state),
+        mesh,
     )
-    batches = common.training_batches(train_source, config, state, mesh)
-    logger = common.MetricLogger(workdir, "supervised")
-    start = time.perf_counter()
-    try:
-        state, last = common.run_steps(
+    batches = inputs.training_batches(train_source, config, state, mesh)
+
+    def logits(variables, images):
+        return model.apply(variables, augment.preprocess_eval(images, config.augment), train=False)
+
+    started = time.perf_counter()
+    with loop.training_run(workdir, "supervised", checkpointer) as logger:
+        state, last = loop.run_steps(
             config=config,
             state=state,
             train_step=train_step,
@@ -85,19 +86,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             checkpointer=checkpointer,
             logger=logger,
         )
-        variables = state.variables(config.eval_with_ema)
-        accuracy = evaluate(variables, test_source, mesh, model=model, config=config)
+        accuracy = classification.top_k_accuracy(
+            logits, state.variables(config.eval_with_ema), test_source, mesh, batch_size=config.eval_batch_size
+        )
         logger.write(total_steps, accuracy)
-    finally:
-        checkpointer.close()
-        logger.close()
-    summary = {
-        "job": "supervised",
-        "steps": total_steps,
-        "final_loss": last.get("loss"),
+    summary = loop.run_summary("supervised", total_steps, last, started, mesh) | {
         **accuracy,
         "test_examples": test_source.num_examples,
-        "train_seconds": time.perf_counter() - start,
-        "devices": mesh.size,
     }
-    return common.finish_run(workdir, config, summary, logger.records(), [])
+    return run_dir.finish_run(workdir, config, summary, logger.records(), [])

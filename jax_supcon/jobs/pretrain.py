@@ -12,11 +12,20 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from jax_supcon import losses, models, optim, visualize
+from jax_supcon import losses, models, parallel
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.data import augment
-from jax_supcon.evaluate import embed, validation
-from jax_supcon.train import common
+from jax_supcon.evaluate import embeddings, validation
+from jax_supcon.train import inputs, loop, pretrained
+from jax_supcon.train import workdir as run_dir
+from jax_supcon.train.state import (
+    TrainState,
+    abstract_state,
+    apply_gradients,
+    jit_train_step,
+    restore_or_init,
+    state_shardings,
+)
 
 
 def contrastive_loss(z: jax.Array, labels: jax.Array, loss_config: ml_collections.ConfigDict, mesh: Mesh) -> jax.Array:
@@ -40,7 +49,7 @@ def contrastive_loss(z: jax.Array, labels: jax.Array, loss_config: ml_collection
 
 
 def pretrain_step(
-    state: common.TrainState,
+    state: TrainState,
     batch: dict[str, jax.Array],
     *,
     model: models.ContrastiveModel,
@@ -48,7 +57,7 @@ def pretrain_step(
     schedule: optax.Schedule,
     config: ml_collections.ConfigDict,
     mesh: Mesh,
-) -> tuple[common.TrainState, dict[str, jax.Array]]:
+) -> tuple[TrainState, dict[str, jax.Array]]:
     """Augment the views on device, forward all of them as one batch, SupCon loss (plus the online
     probe's cross-entropy on stop-gradient features, which cannot reach the encoder), optax update."""
     num_views = config.loss.num_views
@@ -77,50 +86,18 @@ def pretrain_step(
         return loss + probe.get("probe_loss", 0.0), (loss, probe, updated["batch_stats"])
 
     (_, (loss, probe, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state = common.apply_gradients(state, grads, tx, batch_stats=batch_stats, ema_decay=config.ema_decay)
+    new_state = apply_gradients(state, grads, tx, batch_stats=batch_stats, ema_decay=config.ema_decay)
     metrics = {"loss": loss, **probe, "learning_rate": schedule(state.step), "grad_norm": optax.global_norm(grads)}
     return new_state, metrics
 
 
-def probe_classes(config: ml_collections.ConfigDict) -> int:
-    """Classes of the online probe: `data.num_classes` (recorded by the run) when `online_probe`, else 0."""
-    if not config.get("online_probe", False):
-        return 0
-    if not config.data.num_classes:
-        raise ValueError("online_probe=True needs data.num_classes (set from the training data by the run)")
-    return int(config.data.num_classes)
-
-
-def with_num_classes(config: ml_collections.ConfigDict, num_classes: int) -> ml_collections.ConfigDict:
-    """A copy of `config` with `data.num_classes` set from the data when unset, so the run's
-    `config.json` records the probe's size for whoever restores the checkpoint."""
-    config = config.copy_and_resolve_references()
-    if config.data.num_classes is None:
-        config.data.num_classes = num_classes
-    return config
-
-
-def build(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int):
-    """Model, optimizer, schedule and the initial-state function of a stage-1 run."""
-    model = models.create_contrastive_model(config.model, probe_classes(config))
-    tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps, config.batch_size)
-    size = config.data.image_size
-    init = common.init_state_fn(
-        lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False),
-        tx,
-        config.seed,
-        ema=config.get("ema_decay", 0.0) > 0,
-    )
-    return model, tx, schedule, init
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) stage-1 pretraining in `workdir`; returns the summary it writes."""
-    mesh, train_source, test_source, total_steps, warmup_steps = common.load_training_data(config, mesh)
-    config = with_num_classes(config, train_source.num_classes)
-    model, tx, schedule, init = build(config, total_steps, warmup_steps)
-    target = common.abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
-    common.prepare_workdir(workdir, config)
+    mesh, train_source, test_source, total_steps, warmup_steps = inputs.load_training_data(config, mesh)
+    config = pretrained.with_num_classes(config, train_source.num_classes)
+    model, tx, schedule, init = pretrained.build(config, total_steps, warmup_steps)
+    target = abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
+    run_dir.prepare_workdir(workdir, config)
 
     validating = config.eval_every_steps > 0
     checkpointer = Checkpointer(
@@ -129,28 +106,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         best_metric=config.best_metric if validating else None,
         keep_best=config.keep_best,
     )
-    state = common.restore_or_init(init, target, checkpointer)
-    common.write_parameter_overview(workdir, "pretrain", state.params)
-    shardings = common.state_shardings(state)
-    train_step = common.jit_train_step(
+    state = restore_or_init(init, target, checkpointer)
+    run_dir.write_parameter_overview(workdir, "pretrain", state.params)
+    train_step = jit_train_step(
         functools.partial(pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
-        shardings,
+        state_shardings(state),
         mesh,
     )
 
-    forward = embed.embedding_forward(model, config.augment)
+    forward = embeddings.embedding_forward(model, config.augment)
 
-    def embeddings(state, source):
+    def embed(state, source):
         variables = state.variables(config.eval_with_ema)
-        return embed.compute_embeddings(forward, variables, source, mesh, batch_size=config.eval_batch_size)
+        return embeddings.compute_embeddings(forward, variables, source, mesh, batch_size=config.eval_batch_size)
 
     latest_test = {}  # the last validation's test embeddings, by step: the final plots reuse them
 
     def evaluate(state):
         latest_test.clear()
-        latest_test[int(jax.device_get(state.step))] = test = embeddings(state, test_source)
+        latest_test[int(jax.device_get(state.step))] = test = embed(state, test_source)
         metrics = validation.embedding_metrics(
-            embeddings(state, train_source),
+            embed(state, train_source),
             test,
             k=config.knn_k,
             temperature=config.knn_temperature,
@@ -162,11 +138,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             metrics[validation.PROBE_METRIC] = validation.linear_accuracy(test["encoder"], test["labels"], **probe)
         return metrics
 
-    batches = common.training_batches(train_source, config, state, mesh, views=config.loss.num_views)
-    logger = common.MetricLogger(workdir, "pretrain")
-    start = time.perf_counter()
-    try:
-        state, last = common.run_steps(
+    batches = inputs.training_batches(train_source, config, state, mesh, views=config.loss.num_views)
+    started = time.perf_counter()
+    plots = []
+    with loop.training_run(workdir, "pretrain", checkpointer) as logger:
+        state, last = loop.run_steps(
             config=config,
             state=state,
             train_step=train_step,
@@ -176,28 +152,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             logger=logger,
             evaluate=evaluate if validating else None,
         )
-        plots = []
         if config.plots:  # a collective: every process takes part (or none, when validation has it)
-            test = latest_test.get(total_steps) or embeddings(state, test_source)
-        if config.plots and common.is_main_process():
-            plots = visualize.embedding_maps(
+            test = latest_test.get(total_steps) or embed(state, test_source)
+        if config.plots and parallel.is_main_process():
+            from jax_supcon.report import plots as report_plots
+
+            plots = report_plots.embedding_maps(
                 test["encoder"],
                 test["labels"],
-                os.path.join(workdir, visualize.PLOTS_DIR),
+                os.path.join(workdir, report_plots.PLOTS_DIR),
                 name="test_encoder",
                 seed=config.seed,
             )
-    finally:
-        checkpointer.close()
-        logger.close()
     records = logger.records()
     validated = [r for r in records if config.best_metric and config.best_metric in r]
-    summary = {
-        "job": "pretrain",
-        "steps": total_steps,
-        "final_loss": last.get("loss"),
-        **{k: v for k, v in (validated[-1] if validated else {}).items() if k != "step"},
-        "train_seconds": time.perf_counter() - start,
-        "devices": mesh.size,
+    summary = loop.run_summary("pretrain", total_steps, last, started, mesh) | {
+        k: v for k, v in (validated[-1] if validated else {}).items() if k != "step"
     }
-    return common.finish_run(workdir, config, summary, records, plots)
+    return run_dir.finish_run(workdir, config, summary, records, plots)

@@ -8,13 +8,13 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from jax_supcon import parallel, visualize
+from jax_supcon import parallel
 from jax_supcon.config import validate_config
 from jax_supcon.data import sources
-from jax_supcon.evaluate import embed
+from jax_supcon.evaluate import embeddings
 from jax_supcon.evaluate.retrieval import retrieval_metrics
-from jax_supcon.train import common
-from jax_supcon.train.linear_eval import inherit_pretrained, pretrained_variables, restore_pretrained
+from jax_supcon.train import pretrained
+from jax_supcon.train import workdir as run_dir
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
@@ -23,25 +23,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     validate_config(config)
     mesh = mesh or parallel.create_mesh()
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    if not os.path.isdir(config.pretrained_workdir):
-        raise FileNotFoundError(f"pretrained_workdir={config.pretrained_workdir!r} does not exist")
     source = sources.load_source(config.data, config.embed_split)
-    pre_config, model, state, step = restore_pretrained(config.pretrained_workdir, mesh, str(config.checkpoint))
-    config = inherit_pretrained(config, pre_config)
-    variables = pretrained_variables(state, pre_config, config.pretrained_ema)  # before the workdir is touched
-    common.prepare_workdir(workdir, config)
-    forward = embed.embedding_forward(model, config.augment)
-    arrays = embed.compute_embeddings(forward, variables, source, mesh, batch_size=config.eval_batch_size)
+    pre_config, model, state, step = pretrained.restore_pretrained(
+        config.pretrained_workdir, mesh, str(config.checkpoint)
+    )
+    config = pretrained.inherit_pretrained(config, pre_config)
+    variables = pretrained.pretrained_variables(
+        state, pre_config, config.pretrained_ema
+    )  # before the workdir is touched
+    run_dir.prepare_workdir(workdir, config)
+    forward = embeddings.embedding_forward(model, config.augment)
+    arrays = embeddings.compute_embeddings(forward, variables, source, mesh, batch_size=config.eval_batch_size)
     path = os.path.join(workdir, f"embeddings_{config.embed_split}.npz")
     plots = []
-    if common.is_main_process():
+    if parallel.is_main_process():
         np.savez(f"{path}.tmp.npz", **arrays)
         os.replace(f"{path}.tmp.npz", path)
         if config.plots:
-            plots = visualize.embedding_maps(
+            from jax_supcon.report import plots as report_plots
+
+            plots = report_plots.embedding_maps(
                 arrays["encoder"],
                 arrays["labels"],
-                os.path.join(workdir, visualize.PLOTS_DIR),
+                os.path.join(workdir, report_plots.PLOTS_DIR),
                 name=f"{config.embed_split}_encoder",
                 seed=config.seed,
             )
@@ -58,4 +62,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         "devices": mesh.size,
         **{f"encoder/{name}": value for name, value in retrieval.items()},
     }
-    return common.finish_run(workdir, config, summary, [], plots)
+    return run_dir.finish_run(workdir, config, summary, [], plots)

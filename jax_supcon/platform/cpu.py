@@ -1,8 +1,8 @@
 """CPU runtime settings that make the training step fast: XLA's library fusion and huge pages.
 
-Both must be in place before the runtime starts, so they live in a module with no heavy imports:
-`jax_supcon/__init__.py` sets the XLA flag, and the command-line entry points call
-`reexec_with_huge_pages()` first thing.
+Both must be in place before the runtime starts, so this module imports nothing heavy; nothing
+here runs on import. `jax_supcon.platform.configure` applies them (the entry points call it first
+thing).
 """
 
 from __future__ import annotations

@@ -6,12 +6,10 @@ import os
 from collections.abc import Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
 
 PLOTS_DIR = "plots"
 
@@ -22,9 +20,10 @@ def _point_size(count: int) -> float:
 
 
 def _scatter(points: np.ndarray, labels: np.ndarray, title: str, path: str) -> str:
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
+    fig = Figure(figsize=(7, 6), dpi=120)
+    ax = fig.subplots()
     classes = np.unique(labels)
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "turbo")
+    cmap = matplotlib.colormaps.get_cmap("tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "turbo")
     for i, label in enumerate(classes):
         chosen = labels == label
         color = cmap(i % cmap.N) if len(classes) <= 20 else cmap(i / max(len(classes) - 1, 1))
@@ -51,7 +50,6 @@ def _scatter(points: np.ndarray, labels: np.ndarray, title: str, path: str) -> s
     ax.set_ylabel("component 2")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -110,7 +108,8 @@ def training_curves(records: Sequence[dict], path: str, *, title: str = "") -> s
         return None
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows), dpi=110, squeeze=False)
+    fig = Figure(figsize=(4.6 * columns, 3.4 * rows), dpi=110)
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax, (panel, members) in zip(axes.flat, panels.items(), strict=False):
         for key in members:
             points = [(r["step"], r[key]) for r in records if key in r]
@@ -129,7 +128,6 @@ def training_curves(records: Sequence[dict], path: str, *, title: str = "") -> s
     fig.tight_layout(rect=(0, 0, 1, 0.95) if title else None)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -146,7 +144,8 @@ def augmentation_grid(
     [0, 1]), each row labelled with its class; small images are shown enlarged, pixel for pixel."""
     rows, columns = views.shape[0], views.shape[1] + 1
     cell = 1.4
-    fig, axes = plt.subplots(rows, columns, figsize=(cell * columns, cell * rows + 0.5), dpi=100, squeeze=False)
+    fig = Figure(figsize=(cell * columns, cell * rows + 0.5), dpi=100)
+    axes = fig.subplots(rows, columns, squeeze=False)
     for row in range(rows):
         for column in range(columns):
             ax = axes[row, column]
@@ -160,5 +159,4 @@ def augmentation_grid(
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path

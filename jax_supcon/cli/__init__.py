@@ -1,0 +1,60 @@
+"""The command-line tools: `jax-supcon` (`main`), `jax-supcon-average`, `jax-supcon-preview` and
+`jax-supcon-bench`, each also `python -m jax_supcon.NAME`. What they share lives here: the
+platform setup every entry point applies first, `--help` that says what the tool does, and the
+one path from a user's mistake to a one-line error and exit code 2."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+HELP_FLAGS = ("-h", "--help", "-?", "--helpshort")
+CONFIGS_NOTE = (
+    "Configs are Python files with get_config(): configs/ in the jax_supcon repository holds the\n"
+    "digits demo (digits_supcon.py, digits_linear.py, digits_ce.py, digits_embed.py) and the paper\n"
+    "recipes (cifar_supcon.py, cifar_linear.py, cifar_ce.py, solo_cifar_resnet18.py,\n"
+    "imagenet_supcon.py, imagenet_linear.py), each with a ',smoke' variant (configs/x.py:ARG,smoke).\n"
+    "Any value can be overridden: --config.batch_size=4096 --config.optimizer.learning_rate=0.3."
+)
+
+
+@contextlib.contextmanager
+def user_errors(command: str, *, debug: bool = False) -> Iterator[None]:
+    """Bad values and missing inputs are the user's to fix: one line on stderr, no traceback,
+    exit code 2 (with `debug`, absl's `--verbosity` given, the traceback instead)."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as error:
+        if debug:
+            raise
+        print(f"{command}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def print_help(description: str, module_name: str) -> None:
+    """`description`, then the flags the command's module defines (absl's own text for them)."""
+    from absl import flags
+
+    print(description.rstrip() + "\n")
+    listing = flags.FLAGS.module_help(module_name)
+    if listing:
+        print(listing.strip("\n").replace(f"{module_name}:\n", "Flags:\n", 1))
+    print("\n--helpfull lists every flag, those of the libraries included.")
+
+
+def start(main: Callable[[list[str]], None], *, description: str, module_name: str, flags_parser=None) -> None:
+    """Run a command's `main` under absl the way every entry point does: platform setup first
+    (XLA:CPU flags, the huge-page restart), `--help` answered with `description` and the flags."""
+    from absl import app
+
+    from jax_supcon import platform
+
+    platform.configure(huge_pages=True)
+    if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+        print_help(description, module_name)
+        sys.exit(0)
+    if flags_parser is None:
+        app.run(main)
+    else:
+        app.run(main, flags_parser=flags_parser)

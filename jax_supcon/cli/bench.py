@@ -1,0 +1,373 @@
+"""Benchmarks that print figures (one JSON line per measurement); never run as timed tests.
+
+    jax-supcon-bench loss [--sizes=1024,4096,16384,65536] [--chunk_size=512] ...
+    jax-supcon-bench input [--batch=256] [--steps=20] [--jpeg_images=512] [--recipe=simclr]
+    jax-supcon-bench step --config=configs/NAME.py [--config.KEY=VALUE ...] [--steps=20]
+        [--peak_tflops=X] [--pipeline]
+
+(or `python -m jax_supcon.bench ...`). `loss` and `step` on resident data need no TensorFlow.
+
+`loss`: time and peak memory of `jax.value_and_grad(supcon_loss)` for N images x views x dim,
+unchunked and chunked. Each case runs in a fresh subprocess, so its peak resident memory
+(`peak_rss_gib`, the whole process: runtime + inputs + loss) is its own; `xla_temp_gib` is
+XLA's planned scratch memory for the compiled program. An unchunked case whose plan exceeds
+`--max_gib` is reported as skipped with its planned size instead of being run.
+
+`input`: the host pipeline's training throughput (images/s and views/s after a warm-up) for
+32x32 images in memory (CIFAR as arrays), 32x32 PNG files (what decoding tfds CIFAR costs) and
+JPEGs of ImageNet-like varying size decoded and cropped to two 224x224 views (generated in a
+temporary folder); then the on-device augmentation time per batch of the `--recipe`.
+
+`step`: the config's pretraining step (on-device augmentation, forward and backward of every
+view, loss, optimizer update; state donated), compiled once and timed per step with a device
+sync (`step_time_s` is the median after 2 warm-up steps). By default it reuses one random batch
+already on the devices, so it measures compute; `--pipeline` feeds it from the config's input
+pipeline instead. FLOPs are XLA's cost analysis of the compiled step (the program of one device
+times the number of devices); MFU is achieved FLOP/s over `--peak_tflops` per device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from jax_supcon import cli
+from jax_supcon.platform import cpu
+
+_SIZES = flags.DEFINE_list("sizes", ["1024", "4096", "16384", "65536"], "Numbers of images (N).")
+_VIEWS = flags.DEFINE_integer("views", 2, "Views per image.")
+_DIM = flags.DEFINE_integer("dim", 128, "Feature dimension.")
+_CLASSES = flags.DEFINE_integer("classes", 100, "Distinct labels in the batch.")
+_CHUNK = flags.DEFINE_integer("chunk_size", 512, "Anchor rows per block for the chunked cases.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions after one warm-up (median reported).")
+_MAX_GIB = flags.DEFINE_float("max_gib", 12.0, "Skip cases whose XLA plan needs more scratch memory than this.")
+_CASE = flags.DEFINE_string("case", None, "Internal: run one case 'N:CHUNK' in this process.")
+_BATCH = flags.DEFINE_integer("batch", 256, "input: global batch (images).")
+_STEPS = flags.DEFINE_integer("steps", 20, "input: timed batches per case, after warm-up.")
+_JPEG_IMAGES = flags.DEFINE_integer("jpeg_images", 512, "input: JPEG files to generate for the 224px case.")
+_PNG_IMAGES = flags.DEFINE_integer("png_images", 2048, "input: 32x32 PNG files to generate.")
+_RECIPE = flags.DEFINE_string("recipe", "simclr", "input: augmentation recipe timed on the device.")
+_PEAK = flags.DEFINE_float("peak_tflops", None, "step: peak TFLOP/s of one device, for MFU.")
+_PIPELINE = flags.DEFINE_bool("pipeline", False, "step: feed the step from the config's input pipeline.")
+
+COMMANDS = ("loss", "input", "step")
+
+
+def _gib(num_bytes: float) -> float:
+    return round(num_bytes / 2**30, 3)
+
+
+def _significant(value: float) -> float:
+    """Four significant digits: tiny test models and large runs both stay readable."""
+    return float(f"{value:.4g}")
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def run_loss_case(images: int, chunk_size: int | None) -> dict:
+    """Compile and time value_and_grad of supcon_loss for one size, in this process."""
+    import jax
+    import jax.numpy as jnp
+
+    from jax_supcon import losses
+
+    key_features, key_labels = jax.random.split(jax.random.PRNGKey(0))
+    features = jax.random.normal(key_features, (images, _VIEWS.value, _DIM.value), jnp.float32)
+    features = features / jnp.linalg.norm(features, axis=-1, keepdims=True)
+    labels = jax.random.randint(key_labels, (images,), 0, _CLASSES.value)
+    step = jax.jit(jax.value_and_grad(lambda f, y: losses.supcon_loss(f, y, chunk_size=chunk_size)))
+    start = time.perf_counter()
+    compiled = step.lower(features, labels).compile()
+    compile_s = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    record = {
+        "bench": "loss",
+        "images": images,
+        "views": _VIEWS.value,
+        "dim": _DIM.value,
+        "chunk_size": chunk_size,
+        "compile_s": round(compile_s, 3),
+        "xla_temp_gib": _gib(memory.temp_size_in_bytes) if memory else None,
+    }
+    if memory and memory.temp_size_in_bytes > _MAX_GIB.value * 2**30:
+        return record | {"skipped": f"needs {_gib(memory.temp_size_in_bytes)} GiB > --max_gib={_MAX_GIB.value}"}
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(features, labels))
+    warmup_s = time.perf_counter() - start
+    times = []
+    for _ in range(1 if warmup_s > 20 else _REPEATS.value):  # minutes-long cases: one timed run
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(features, labels))
+        times.append(time.perf_counter() - start)
+    n = images * _VIEWS.value
+    # Matmul work of the default path: logits (N^2 d) + two gradient products; x2 flops per MAC.
+    flops = 3 * 2 * n * n * _DIM.value
+    median = float(np.median(times))
+    return record | {
+        "time_s": round(median, 4),
+        "matmul_gflop_per_s": round(flops / median / 1e9, 1),
+        "peak_rss_gib": _gib(_peak_rss_bytes()),
+        "device": jax.devices()[0].device_kind,
+    }
+
+
+def loss_benchmark() -> None:
+    """Every (size, chunked?) case in its own subprocess; print each result as it lands."""
+    for size in (int(s) for s in _SIZES.value):
+        for chunk in (None, _CHUNK.value):
+            argv = [sys.executable, "-m", "jax_supcon.bench", "loss", f"--case={size}:{chunk or 0}"]
+            argv += [f"--{f}={flags.FLAGS[f].value}" for f in ("views", "dim", "classes", "repeats", "max_gib")]
+            result = subprocess.run(
+                argv, capture_output=True, text=True, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+            )
+            lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+            if result.returncode != 0 or not lines:
+                tail = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+                print(json.dumps({"bench": "loss", "images": size, "chunk_size": chunk, "error": tail}), flush=True)
+            else:
+                print(lines[-1], flush=True)
+
+
+def _time_batches(batches, steps: int) -> float:
+    """Seconds per batch of an iterator, after two warm-up batches (tf.data spins up its threads)."""
+    for _ in range(2):
+        next(batches)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(batches)
+    return (time.perf_counter() - start) / steps
+
+
+def _write_images(root: str, count: int, sizes: tuple[tuple[int, int], ...], ext: str, classes: int = 10) -> None:
+    """`root/train/<class>/*.ext`: smooth colour gradients with noise (photo-like compressibility)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        height, width = sizes[i % len(sizes)]
+        ys, xs = np.mgrid[0:height, 0:width] / max(height, width)
+        base = rng.uniform(0, 255, 3) * (0.5 + 0.5 * np.sin(6 * xs + rng.uniform(0, 6)))[..., None]
+        pixels = np.clip(base + 40 * ys[..., None] + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+        directory = os.path.join(root, "train", f"c{i % classes}")
+        os.makedirs(directory, exist_ok=True)
+        Image.fromarray(pixels).save(os.path.join(directory, f"{i}.{ext}"), quality=90)
+
+
+def input_benchmark() -> None:
+    """Host pipeline throughput for three kinds of data, then on-device augmentation time."""
+    import tempfile
+
+    import jax
+    import ml_collections
+
+    from jax_supcon.data import augment, pipeline, sources
+    from jax_supcon.data.recipes import augment_config
+
+    batch, steps = _BATCH.value, _STEPS.value
+    host_views = pipeline.HostViews(views=2)
+    rng = np.random.default_rng(0)
+    arrays = rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8)
+    cases = [
+        ("32px_in_memory", sources.in_memory_source("cifar_like", "train", arrays, arrays[:, 0, 0, 0] % 10, 10, 32))
+    ]
+    with tempfile.TemporaryDirectory() as root:
+        _write_images(os.path.join(root, "png"), _PNG_IMAGES.value, ((32, 32),), "png")
+        _write_images(os.path.join(root, "jpeg"), _JPEG_IMAGES.value, ((375, 500), (500, 333), (400, 400)), "jpg")
+        for name, folder, size in (("32px_png_files", "png", 32), ("224px_jpeg_files_2_views", "jpeg", 224)):
+            data = ml_collections.ConfigDict(
+                dict(
+                    name=f"folder:{os.path.join(root, folder)}",
+                    image_size=size,
+                    train_split="train",
+                    eval_split="train",
+                    verify_files=False,
+                    skip_corrupt=False,
+                    eval_crop_fraction=0.875,
+                )
+            )
+            cases.append((name, sources.load_source(data, "train")))
+        for name, source in cases:
+            seconds = _time_batches(
+                pipeline.train_batches(source, global_batch=batch, seed=0, host_views=host_views), steps
+            )
+            views = 2 if source.image_shape is None else 0  # fixed-size images get their views on device
+            record = {"bench": "input", "case": name, "batch": batch, "images_per_s": round(batch / seconds, 1)}
+            if views:
+                record["host_views_per_s"] = round(views * batch / seconds, 1)
+            print(json.dumps(record | {"host_cpus": os.cpu_count()}), flush=True)
+    cfg = augment_config(_RECIPE.value)
+    for name, shape in (("device_augment_32px", (batch, 32, 32, 3)), ("device_augment_224px", (batch, 2, 224, 224, 3))):
+        images = jax.device_put(rng.integers(0, 256, shape, dtype=np.uint8))
+        fn = jax.jit(lambda key, x: augment.augment_views(key, x, cfg, 2))
+        jax.block_until_ready(fn(jax.random.PRNGKey(0), images))
+        times = []
+        for i in range(max(3, steps // 4)):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(jax.random.PRNGKey(i), images))
+            times.append(time.perf_counter() - start)
+        median = float(np.median(times))
+        print(
+            json.dumps(
+                {
+                    "bench": "input",
+                    "case": name,
+                    "recipe": _RECIPE.value,
+                    "batch": batch,
+                    "ms_per_batch": round(1000 * median, 2),
+                    "views_per_s": round(2 * batch / median, 1),
+                    "device": jax.devices()[0].device_kind,
+                }
+            ),
+            flush=True,
+        )
+
+
+def _synthetic_batch(config, mesh) -> dict:
+    """One global batch of random uint8 images and labels, placed on the devices."""
+    from jax_supcon import parallel
+
+    rng = np.random.default_rng(0)
+    size = config.data.image_size
+    images = rng.integers(0, 256, (config.batch_size, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, config.data.get("num_classes") or 10, config.batch_size).astype(np.int32)
+    return parallel.to_global({"image": images, "label": labels}, mesh)
+
+
+def _peak_memory_gib(device) -> float:
+    """Peak device memory where the runtime reports it (GPU, TPU), else the process's peak RSS."""
+    stats = device.memory_stats() or {}
+    return _gib(stats.get("peak_bytes_in_use", _peak_rss_bytes()))
+
+
+def step_benchmark(config, *, steps: int, pipeline: bool = False, peak_tflops: float | None = None) -> dict:
+    """Compile and time the config's pretraining step; returns the figures as one record. On
+    resident synthetic data (`pipeline=False`) nothing here needs TensorFlow."""
+    import functools
+
+    import jax
+
+    from jax_supcon import parallel
+    from jax_supcon.config import validate_config
+    from jax_supcon.jobs.pretrain import pretrain_step
+    from jax_supcon.train import pretrained
+    from jax_supcon.train import state as train_state
+
+    validate_config(config)
+    mesh = parallel.create_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    config = pretrained.with_num_classes(config, config.data.get("num_classes") or 10)  # the online probe's size
+    model, tx, schedule, init = pretrained.build(config, total_steps=config.total_steps or 1000, warmup_steps=0)
+    target = train_state.abstract_state(init, mesh)
+    state = train_state.init_state(init, target)
+    step = train_state.jit_train_step(
+        functools.partial(pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
+        train_state.state_shardings(target),
+        mesh,
+    )
+    if pipeline:
+        from jax_supcon.data import sources
+        from jax_supcon.train import inputs
+
+        source = sources.load_source(config.data, "train")
+        batches = inputs.training_batches(source, config, state, mesh, views=config.loss.num_views)
+        next_batch = functools.partial(next, batches)
+    else:
+        fixed = _synthetic_batch(config, mesh)
+        next_batch = lambda: fixed  # noqa: E731
+    start = time.perf_counter()
+    compiled = step.lower(state, next_batch()).compile()
+    compile_s = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float((cost or {}).get("flops", 0.0)) * mesh.size
+    times = []
+    for i in range(steps + 2):
+        start = time.perf_counter()
+        state, metrics = compiled(state, next_batch())
+        jax.block_until_ready(metrics["loss"])
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    median = float(np.median(times))
+    views = config.batch_size * config.loss.num_views
+    memory = compiled.memory_analysis()
+    record = {
+        "bench": "step",
+        "model": f"{config.model.name} w{config.model.width} {config.model.stem} {config.model.dtype}",
+        "loss": config.loss.name,
+        "recipe": config.augment.recipe,
+        "image_size": config.data.image_size,
+        "batch": config.batch_size,
+        "views": config.loss.num_views,
+        "input": config.data.name if pipeline else "one device-resident random batch",
+        "steps_timed": len(times),
+        "step_time_s": round(median, 4),
+        "compile_s": round(compile_s, 2),
+        "images_per_s": round(config.batch_size / median, 1),
+        "views_per_s": round(views / median, 1),
+        "tflop_per_step": _significant(flops / 1e12),
+        "achieved_tflop_per_s": _significant(flops / median / 1e12),
+        "loss_value": float(metrics["loss"]),
+        "peak_memory_gib": _peak_memory_gib(jax.devices()[0]),
+        "xla_temp_gib": _gib(memory.temp_size_in_bytes) if memory else None,
+        "remat": config.model.remat,
+        "devices": mesh.size,
+        "device": jax.devices()[0].device_kind,
+        "huge_pages": cpu.huge_pages_requested(),
+    }
+    if peak_tflops:
+        record["mfu"] = _significant(flops / median / 1e12 / (peak_tflops * mesh.size))
+    return record
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        raise app.UsageError(f"usage: python -m jax_supcon.bench {{{'|'.join(COMMANDS)}}} [--flags]; got {argv[1:]}")
+    if _CASE.value:
+        images, chunk = (int(part) for part in _CASE.value.split(":"))
+        print(json.dumps(run_loss_case(images, chunk or None)), flush=True)
+        return
+    if argv[1] == "step":
+        config = flags.FLAGS.config
+        if config is None:
+            raise app.UsageError("step needs --config=configs/NAME.py")
+        record = step_benchmark(config, steps=_STEPS.value, pipeline=_PIPELINE.value, peak_tflops=_PEAK.value)
+        print(json.dumps(record), flush=True)
+        return
+    if argv[1] == "input":
+        input_benchmark()
+        return
+    loss_benchmark()
+
+
+DESCRIPTION = """jax-supcon-bench: figures of this machine (one JSON line per measurement), never pass/fail.
+
+Usage: jax-supcon-bench loss [--sizes=1024,4096] [--chunk_size=512] [--views=2] [--dim=128]
+       jax-supcon-bench input [--batch=256] [--steps=20] [--recipe=simclr]
+       jax-supcon-bench step --config=configs/bench_cifar_resnet18.py [--config.KEY=VALUE ...]
+           [--steps=20] [--peak_tflops=X] [--pipeline]
+
+loss: time and memory of the SupCon loss and its gradient, unchunked and chunked, each case in its
+own process. input: the host pipeline's images/s and the on-device augmentation time. step: the
+config's compiled pretraining step (images/s, TFLOP/s, MFU with --peak_tflops, memory).
+"""
+
+
+def run() -> None:
+    """Console-script entry point (`jax-supcon-bench`)."""
+    # Defined here, not at import: `jax_supcon.cli.main` owns `--config` in processes that import both.
+    config_flags.DEFINE_config_file("config", None, "step: the config whose pretraining step is timed.")
+    cli.start(main, description=DESCRIPTION, module_name=__name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,116 @@
+"""`jax-supcon --config=configs/NAME.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]`.
+
+The config names the job (`config.job`); this module only parses flags and calls that job's
+`train_and_evaluate(config, workdir)`, the same function tests and notebooks call.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from jax_supcon import cli
+
+DESCRIPTION = f"""jax-supcon: supervised contrastive learning (SupCon), SimCLR and their baselines in JAX/Flax.
+
+Usage: jax-supcon --config=configs/NAME.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
+
+The config names the job (config.job):
+  pretrain     stage 1: encoder + projection head trained with SupCon (or SimCLR, pair, triplet)
+  linear_eval  stage 2: a linear classifier on the frozen stage-1 encoder
+               (--config.pretrained_workdir=STAGE1_DIR)
+  embed        embeddings of a split from a stage-1 checkpoint, written to .npz
+  supervised   the cross-entropy baseline: encoder and classifier trained end to end
+
+{cli.CONFIGS_NOTE}
+
+The run writes checkpoints/, metrics.jsonl, TensorBoard events, summary.json, report.md and
+plots/ into --workdir; the same command again resumes from the latest checkpoint. Several
+processes (hosts): --coordinator_address, --num_processes, --process_id (or the JAX_* variables,
+or --distributed_auto on SLURM and TPU VMs). Exit codes: 0 done (or saved and stopped on
+SIGTERM), 1 the training diverged, 2 bad input.
+
+Example (the demo's stage 1 and 2):
+  jax-supcon --config=configs/digits_supcon.py --workdir=runs/demo/pretrain
+  jax-supcon --config=configs/digits_linear.py --workdir=runs/demo/linear \\
+      --config.pretrained_workdir=runs/demo/pretrain
+"""
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARG]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-process runs: host:port of process 0 (or $JAX_COORDINATOR_ADDRESS)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many (or $JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this one's index (or $JAX_PROCESS_ID).")
+_AUTO = flags.DEFINE_bool(
+    "distributed_auto", False, "Multi-process runs: let JAX detect the cluster (SLURM, Cloud TPU VMs, Open MPI)."
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    from absl import app
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    debug = flags.FLAGS["verbosity"].present
+    if not debug:
+        logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax saves) only on request
+    from jax_supcon import jobs, parallel
+    from jax_supcon.config import validate_config
+    from jax_supcon.train.loop import Preempted, TrainingDiverged
+
+    config = _CONFIG.value
+    try:
+        with cli.user_errors("jax-supcon", debug=debug):
+            validate_config(config)
+            parallel.initialize_distributed(
+                _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_AUTO.value
+            )
+            logging.info("job %s in %s", config.job, _WORKDIR.value)
+            summary = jobs.train_and_evaluate(config, _WORKDIR.value)
+    except TrainingDiverged as error:
+        print(f"jax-supcon: stopped: {error}", file=sys.stderr)
+        sys.exit(1)
+    except Preempted as error:  # pre-emption is not a failure: the scheduler restarts the same command
+        print(f"jax-supcon: {error}", file=sys.stderr)
+        sys.exit(0)
+    if parallel.is_main_process():
+        print(json.dumps(summary, indent=2, sort_keys=True))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag or config override (unknown key, wrong type) reported
+    like every other bad input: one line on stderr, exit code 2."""
+    try:
+        rest = flags.FLAGS(argv)
+        _CONFIG.value.get("job")  # a config file that failed to load raises here
+        return rest
+    except (flags.Error, KeyError, AttributeError, OSError) as error:
+        print(f"jax-supcon: error: {_flag_error_line(error)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _flag_error_line(error: Exception) -> str:
+    """One line from absl's and ml_collections' flag errors (some span several lines)."""
+    text = str(error.args[0]) if error.args else str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(error, (KeyError, AttributeError)):  # an override of a key the config lacks
+        key = lines[0].strip("\"'")
+        return f"unknown config key {key!r}" + "".join(f"; {line}" for line in lines[1:])
+    if isinstance(error, OSError):  # ml_collections' report of a config file: its last line says why
+        lines = ["cannot load --config:", *lines[-1:]]
+    return " ".join(" ".join(lines).split())
+
+
+def run() -> None:
+    """Console-script entry point (`jax-supcon`)."""
+    cli.start(main, description=DESCRIPTION, module_name=__name__, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,99 @@
+"""The default config every recipe in `configs/` starts from: one section per concern.
+
+Optional values are `placeholder`s, so they can still be set from the command line
+(`--config.total_epochs=10`). Each section's owner validates it (see `config/validate.py`).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+from jax_supcon.data.recipes import augment_config
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.job = "pretrain"
+    config.seed = 0
+    config.batch_size = 256  # global, over all devices and processes
+    config.eval_batch_size = 256
+    config.total_steps = placeholder(int)  # one of total_steps / total_epochs
+    config.total_epochs = placeholder(float)
+    config.log_every_steps = 50
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 2  # the latest N checkpoints kept
+    config.keep_best = 1  # pretrain: and the N best by best_metric (jax_supcon.average can average them)
+    config.eval_every_steps = 1000  # pretrain: kNN + retrieval validation (and at the end); 0: none
+    config.best_metric = "val/encoder/knn_top1"  # pretrain: checkpoint kept as "best"; "" for none
+    config.knn_k = 200
+    config.knn_temperature = 0.1
+    config.checkpoint = "latest"  # linear_eval / embed: "latest", "best" or a step of pretrained_workdir
+    config.embed_split = "test"  # embed: which split to write
+    config.plots = True  # embedding maps of the test split at the end of pretraining
+    config.pretrained_workdir = placeholder(str)  # linear_eval: stage-1 workdir to restore
+    config.linear_augment = True  # linear_eval: train the classifier on augmented views
+    config.label_smoothing = 0.0  # linear_eval, supervised: cross-entropy label smoothing
+    config.ema_decay = 0.0  # > 0 (e.g. 0.999): keep an exponential moving average of the weights
+    config.eval_with_ema = False  # evaluate (validation, test accuracy, plots) with the EMA weights
+    config.online_probe = True  # pretrain: a linear classifier on stop-gradient features, logged as probe_top1
+    config.pretrained_ema = False  # linear_eval / embed: restore the stage-1 run's EMA weights of the encoder
+    config.precompute_features = False  # linear_eval without linear_augment: features computed once, then reused
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "digits"  # digits, synthetic, folder:PATH or a tfds name (cifar10, imagenet2012, ...)
+    config.data.image_size = 32  # training and evaluation views are image_size x image_size
+    config.data.train_split = "train"  # tfds split (or folder sub-directory) to train on
+    config.data.eval_split = "test"  # ... and to evaluate on (imagenet2012: "validation")
+    config.data.tfds_data_dir = placeholder(str)  # None: tfds's default (~/tensorflow_datasets)
+    config.data.num_classes = placeholder(int)  # only where the source does not say (synthetic: 10)
+    config.data.num_train_examples = placeholder(int)  # only where the metadata lacks it (synthetic: 4096)
+    config.data.num_eval_examples = placeholder(int)  # (synthetic: 512)
+    config.data.shuffle_buffer = 50_000  # tfds: records in the shuffle buffer (others shuffle exactly)
+    config.data.samples_per_class = 0  # > 0: class-balanced batches of this many examples per class
+    config.data.eval_crop_fraction = 0.875  # varying-size images: centre crop of image_size / fraction
+    config.data.verify_files = True  # folder: decode-check every file once at start
+    config.data.skip_corrupt = False  # folder: leave out (and count) unreadable files instead of failing
+    config.data.prefetch_to_device = 2  # batches copied to the devices ahead of the step
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "resnet18"
+    config.model.stem = "cifar"
+    config.model.width = 1.0
+    config.model.head = "mlp"
+    config.model.proj_dim = 128
+    config.model.hidden_dim = placeholder(int)  # None: the encoder's feature width
+    config.model.dtype = "float32"
+    # Recompute each residual block in the backward pass instead of keeping its activations: for
+    # batches whose activations do not fit, at about one more forward pass of compute.
+    config.model.remat = False
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.name = "supcon"
+    config.loss.temperature = 0.1
+    config.loss.base_temperature = placeholder(float)
+    config.loss.contrast_mode = "all"
+    config.loss.num_views = 2
+    config.loss.loss_type = "out"  # supcon/simclr: "out" (L_out) or "in" (L_in)
+    config.loss.denominator = "all"  # supcon/simclr: "all", "one_positive", "negatives_only"
+    config.loss.chunk_size = placeholder(int)  # anchors per row block; None: one block
+    config.loss.margin = placeholder(float)  # pair (default 1.0) / triplet (default 0.2)
+    config.loss.mining = "batch_hard"  # triplet: "batch_hard" or "batch_all"
+
+    config.augment = augment_config()
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"
+    config.optimizer.learning_rate = 0.5  # base rate; the peak is this times the lr_scaling factor
+    config.optimizer.lars_trust_coefficient = 0.001  # LARS eta (SimCLR, SupCon: 0.001; solo-learn: 0.02)
+    config.optimizer.lr_scaling = "none"  # "linear": lr x batch/256; "sqrt": lr x sqrt(batch) (SimCLR)
+    config.optimizer.momentum = 0.9
+    config.optimizer.nesterov = False
+    config.optimizer.weight_decay = 1e-4
+    config.optimizer.schedule = "cosine"  # "cosine", "step" or "constant", after the warmup
+    config.optimizer.decay_boundaries = (0.7, 0.8, 0.9)  # step: fractions of the run (SupContrast: 700,800,900/1000)
+    config.optimizer.decay_rate = 0.1  # step: the learning rate is multiplied by this at each boundary
+    config.optimizer.clip_grad_norm = placeholder(float)  # clip gradients to this global norm; None: no clipping
+    config.optimizer.warmup_steps = placeholder(int)  # or warmup_epochs
+    config.optimizer.warmup_epochs = 0.0
+    return config

@@ -1,0 +1,155 @@
+"""The step loop every training job runs: logging, periodic evaluation and checkpoints, and the
+rules for stopping early (a diverged state is never saved; SIGTERM saves and stops).
+
+    with training_run(workdir, "pretrain", checkpointer) as logger:
+        state, last = run_steps(config=..., state=..., logger=logger, ...)
+        ...  # final evaluation, logged with the same logger
+    summary = run_summary("pretrain", total_steps, last, started, mesh) | {...}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from jax_supcon.checkpoint import Checkpointer
+from jax_supcon.train.state import FINITE, TrainState
+from jax_supcon.train.workdir import MetricLogger
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the state became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class Preempted(Exception):  # noqa: N818 (an outcome, not an error: the CLI exits 0)
+    """SIGTERM arrived; the run saved a checkpoint at the step it had reached and stopped."""
+
+
+class _StopOnSigterm:
+    """Turns SIGTERM into a flag the step loop reads (single process), or asks JAX's preemption
+    sync point, which makes every process stop at the same step (multi-process)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def should_stop(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(pending: list[tuple[int, dict]], checkpointer: Checkpointer) -> list[dict]:
+    """Fetch the pending step metrics (without the `FINITE` flag); the first step whose loss or
+    resulting state is not finite stops the run, naming it and the last good checkpoint."""
+    fetched = jax.device_get([metrics for _, metrics in pending])
+    for (step, _), metrics in zip(pending, fetched, strict=True):
+        if not metrics[FINITE]:
+            checkpointer.wait()
+            loss = float(metrics["loss"])
+            what = f"loss is {loss}" if not np.isfinite(loss) else f"the parameters are not finite (loss {loss:.4g})"
+            good = checkpointer.latest_step()
+            kept = "no checkpoint was saved before it" if good is None else f"the last good checkpoint is step {good}"
+            raise TrainingDiverged(
+                f"{what} at step {step}; stopped. {kept[0].upper()}{kept[1:]} "
+                "(check the data, or lower the learning rate in a new --workdir)"
+            )
+    return [{k: v for k, v in metrics.items() if k != FINITE} for metrics in fetched]
+
+
+def run_steps(
+    *,
+    config: ml_collections.ConfigDict,
+    state: TrainState,
+    train_step: Callable[[TrainState, dict], tuple[TrainState, dict]],
+    batches: Iterator[dict[str, jax.Array]],
+    total_steps: int,
+    checkpointer: Checkpointer,
+    logger: MetricLogger,
+    evaluate: Callable[[TrainState], dict[str, float]] | None = None,
+) -> tuple[TrainState, dict[str, float]]:
+    """Run from `state.step` to `total_steps`: log every `log_every_steps`, run `evaluate` every
+    `eval_every_steps` and at the end, checkpoint every `checkpoint_every_steps` and at the end
+    (with that step's evaluation metrics, for the best-checkpoint policy). The host waits for the
+    devices on log, evaluation and checkpoint steps only. `train_step` comes from
+    `state.jit_train_step`: a step whose loss or new state is NaN or infinite raises
+    `TrainingDiverged` before any checkpoint of a diverged state is written; SIGTERM saves a
+    checkpoint at the step reached and raises `Preempted`."""
+    start = int(jax.device_get(state.step))
+    logger.drop_after(start)
+    pending: list[tuple[int, dict]] = []
+    last = logger.last_record()
+    tick, tick_step = time.perf_counter(), start
+    with _StopOnSigterm() as sigterm:
+        for step in range(start + 1, total_steps + 1):
+            state, metrics = train_step(state, next(batches))
+            pending.append((step, metrics))
+            if step % config.log_every_steps == 0 or step == total_steps:
+                fetched = _check_finite(pending, checkpointer)
+                last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+                now = time.perf_counter()
+                last["steps_per_s"] = (step - tick_step) / (now - tick)
+                tick, tick_step = now, step
+                logger.write(step, last, total_steps=total_steps)
+                pending = []
+            evaluated = None
+            if evaluate is not None and (step % config.eval_every_steps == 0 or step == total_steps):
+                _check_finite(pending, checkpointer)
+                evaluated = evaluate(state)
+                logger.write(step, evaluated)
+            stop = sigterm.should_stop(step)
+            if step % config.checkpoint_every_steps == 0 or step == total_steps or stop:
+                _check_finite(pending, checkpointer)
+                checkpointer.save(step, state, metrics=evaluated)
+            if stop and step < total_steps:
+                checkpointer.wait()
+                raise Preempted(f"SIGTERM: saved a checkpoint at step {step} of {total_steps}; start again to resume")
+    return state, last
+
+
+@contextlib.contextmanager
+def training_run(workdir: str, job: str, checkpointer: Checkpointer) -> Iterator[MetricLogger]:
+    """The metric logger of a job's training; however the run ends, the logger is closed and the
+    checkpointer's pending saves are written."""
+    logger = MetricLogger(workdir, job)
+    try:
+        yield logger
+    finally:
+        checkpointer.close()
+        logger.close()
+
+
+def run_summary(job: str, total_steps: int, last: dict[str, float], started: float, mesh: Mesh) -> dict:
+    """The summary fields every training job reports (`started`: `time.perf_counter()` at the start)."""
+    return {
+        "job": job,
+        "steps": total_steps,
+        "final_loss": last.get("loss"),
+        "train_seconds": time.perf_counter() - started,
+        "devices": mesh.size,
+    }

@@ -1,0 +1,106 @@
+"""Stage 1 as the later stages and tools see it: the stage-1 model, optimizer and initial state
+built from a config (what pretraining trains and what a restore fills), and a stage-1 run
+restored from its workdir at a chosen checkpoint, with its encoder's variables."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh
+
+from jax_supcon import models, optim
+from jax_supcon.checkpoint import Checkpointer
+from jax_supcon.train import state as train_state
+from jax_supcon.train.workdir import MetricLogger, load_config
+
+
+def probe_classes(config: ml_collections.ConfigDict) -> int:
+    """Classes of the online probe: `data.num_classes` (recorded by the run) when `online_probe`, else 0."""
+    if not config.get("online_probe", False):
+        return 0
+    if not config.data.num_classes:
+        raise ValueError("online_probe=True needs data.num_classes (set from the training data by the run)")
+    return int(config.data.num_classes)
+
+
+def with_num_classes(config: ml_collections.ConfigDict, num_classes: int) -> ml_collections.ConfigDict:
+    """A copy of `config` with `data.num_classes` set from the data when unset, so the run's
+    `config.json` records the probe's size for whoever restores the checkpoint."""
+    config = config.copy_and_resolve_references()
+    if config.data.num_classes is None:
+        config.data.num_classes = num_classes
+    return config
+
+
+def build(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int):
+    """(model, tx, schedule, init) of a stage-1 run: encoder + projection head (+ online probe),
+    its optimizer and schedule, and the initial-state function (`state.init_state_fn`)."""
+    model = models.create_contrastive_model(config.model, probe_classes(config))
+    tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps, config.batch_size)
+    size = config.data.image_size
+    init = train_state.init_state_fn(
+        lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False),
+        tx,
+        config.seed,
+        ema=config.get("ema_decay", 0.0) > 0,
+    )
+    return model, tx, schedule, init
+
+
+def restore_pretrained(pretrained_workdir: str, mesh: Mesh, which: str = "latest"):
+    """(stage-1 config, model, state, step) at checkpoint `which` (latest, best or a step)."""
+    if not os.path.isdir(pretrained_workdir):
+        raise FileNotFoundError(f"pretrained_workdir={pretrained_workdir!r} does not exist")
+    pre_config = load_config(pretrained_workdir)
+    checkpointer = Checkpointer(pretrained_workdir, create=False)
+    if checkpointer.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: run stage 1 there first")
+    records = MetricLogger.read_records(pretrained_workdir)
+    step = checkpointer.select_step(which, records, pre_config.get("best_metric"))
+    model, _, _, init = build(pre_config, total_steps=1, warmup_steps=0)
+    state = checkpointer.restore(train_state.abstract_state(init, mesh), step=step)
+    checkpointer.close()
+    return pre_config, model, state, step
+
+
+def inherit_pretrained(config: ml_collections.ConfigDict, pre_config: ml_collections.ConfigDict):
+    """A copy of a stage-2 config with stage 1's model and input normalisation, so stage 2 sees
+    the images the encoder was trained on; a different image size is an error, not a silent change."""
+    if config.data.image_size != pre_config.data.image_size:
+        raise ValueError(
+            f"data.image_size={config.data.image_size} differs from the pretrained run's "
+            f"{pre_config.data.image_size}; set --config.data.image_size={pre_config.data.image_size}"
+        )
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.model = ml_collections.ConfigDict(pre_config.model.to_dict())
+        config.augment.mean = tuple(pre_config.augment.mean)
+        config.augment.std = tuple(pre_config.augment.std)
+    return config
+
+
+def pretrained_variables(state: train_state.TrainState, pre_config, use_ema: bool = False) -> dict[str, Any]:
+    """A stage-1 state's `params` and `batch_stats` (or their EMA, with a clear error when the run
+    kept none)."""
+    if use_ema and not state.ema:
+        raise ValueError(
+            "pretrained_ema=True, but the stage-1 run kept no EMA weights "
+            f"(its ema_decay={pre_config.get('ema_decay', 0.0)}); set pretrained_ema=False"
+        )
+    return state.variables(use_ema)
+
+
+def encoder_variables(variables: dict[str, Any]) -> dict[str, Any]:
+    """The encoder's part of stage-1 variables, head and probe dropped."""
+    return {"params": variables["params"]["encoder"], "batch_stats": variables["batch_stats"]["encoder"]}
+
+
+def restore_encoder(
+    pretrained_workdir: str, mesh: Mesh, which: str = "latest", *, use_ema: bool = False
+) -> tuple[models.ResNet, dict[str, Any]]:
+    """The stage-1 encoder module and its variables from checkpoint `which` of `pretrained_workdir`."""
+    pre_config, _, state, _ = restore_pretrained(pretrained_workdir, mesh, which)
+    return models.create_encoder(pre_config.model), encoder_variables(pretrained_variables(state, pre_config, use_ema))

@@ -1,0 +1,147 @@
+"""The train state, its sharded init and restore, and the compiled (donated) train step.
+
+The state is built with `jax.eval_shape` and initialised by `jax.jit(init, out_shardings=...)`
+straight into its shardings; a step is compiled once with the state donated. Every compiled step
+also reports whether the state it produced is finite, so a diverged state is never saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jax_supcon import parallel
+from jax_supcon.checkpoint import Checkpointer
+
+# Key of the per-step flag that `jit_train_step` adds to a step's metrics (never logged).
+FINITE = "state_is_finite"
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step reads and writes; a plain pytree, so orbax saves it whole."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array  # raw uint32 key; the step's key is fold_in(rng, step)
+    ema: Any = flax.struct.field(default_factory=dict)  # {"params", "batch_stats"} averages; {} when off
+
+    def variables(self, use_ema: bool = False) -> dict[str, Any]:
+        """`{"params", "batch_stats"}` for `model.apply`: the trained ones or their EMA."""
+        if use_ema:
+            if not self.ema:
+                raise ValueError("the EMA weights were asked for, but this run keeps none (set ema_decay > 0)")
+            return dict(self.ema)
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def init_state_fn(
+    init_variables: Callable[[jax.Array], Any], tx: optax.GradientTransformation, seed: int, *, ema: bool = False
+) -> Callable[[], TrainState]:
+    """A function of no arguments building the initial state (to eval_shape and jit); with `ema`,
+    the state also carries an exponential moving average of the variables, starting at them."""
+
+    def init() -> TrainState:
+        init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
+        variables = init_variables(init_rng)
+        params = variables["params"]
+        batch_stats = variables.get("batch_stats", {})
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=batch_stats,
+            opt_state=tx.init(params),
+            rng=state_rng,
+            ema={"params": params, "batch_stats": batch_stats} if ema else {},
+        )
+
+    return init
+
+
+def ema_rate(decay: float, step: jax.Array) -> jax.Array:
+    """The EMA decay at `step`: `min(decay, (1 + step) / (10 + step))`, TensorFlow's
+    ExponentialMovingAverage warm-up, so short runs are not dominated by the initial weights."""
+    step = step.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def apply_gradients(
+    state: TrainState,
+    grads: Any,
+    tx: optax.GradientTransformation,
+    *,
+    batch_stats: Any = None,
+    ema_decay: float = 0.0,
+) -> TrainState:
+    """The optax update of `state` by `grads`, the step advanced, BatchNorm statistics replaced by
+    `batch_stats` (when given) and the EMA, if the state keeps one, moved towards the new variables."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=state.batch_stats if batch_stats is None else batch_stats,
+        opt_state=opt_state,
+    )
+    if state.ema:
+        rate = ema_rate(ema_decay, state.step)
+        new = new.replace(ema=optax.incremental_update(new.variables(), state.ema, 1.0 - rate))
+    return new
+
+
+def is_finite(state: TrainState, loss: jax.Array) -> jax.Array:
+    """Whether `loss` and every floating parameter and BatchNorm statistic of `state` are finite:
+    a gradient can turn the parameters to NaN or Inf while the loss of its own step was finite."""
+    leaves = [leaf for leaf in jax.tree.leaves(state.variables()) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.isfinite(loss).all(), *(jnp.isfinite(leaf).all() for leaf in leaves)]))
+
+
+def abstract_state(init: Callable[[], TrainState], mesh: Mesh) -> TrainState:
+    """Shapes, dtypes and (replicated) shardings of the state, without allocating it."""
+    sharding = parallel.replicated(mesh)
+    return jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), jax.eval_shape(init)
+    )
+
+
+def state_shardings(state: TrainState) -> Any:
+    return jax.tree.map(lambda leaf: leaf.sharding, state)
+
+
+def init_state(init: Callable[[], TrainState], target: TrainState) -> TrainState:
+    """A fresh state, initialised on the devices straight into `target`'s shardings."""
+    return jax.jit(init, out_shardings=state_shardings(target))()
+
+
+def restore_or_init(init: Callable[[], TrainState], target: TrainState, checkpointer: Checkpointer) -> TrainState:
+    """Latest checkpoint in the workdir if there is one (resume), else a fresh sharded init;
+    `target` is `abstract_state(init, mesh)`."""
+    if checkpointer.latest_step() is not None:
+        return checkpointer.restore(target)
+    return init_state(init, target)
+
+
+def jit_train_step(step_fn: Callable, shardings: Any, mesh: Mesh, *, replicated_args: int = 0) -> Callable:
+    """`step_fn(state, batch, *extra) -> (state, metrics)` compiled once: state replicated and
+    donated, batch sharded over the data axis, `replicated_args` extra inputs (frozen variables)
+    replicated. The metrics gain `FINITE` (see `is_finite`), which the step loop checks before
+    it logs or saves anything."""
+
+    def checked_step(state, batch, *extra):
+        new_state, metrics = step_fn(state, batch, *extra)
+        return new_state, metrics | {FINITE: is_finite(new_state, metrics["loss"])}
+
+    replicated = parallel.replicated(mesh)
+    return jax.jit(
+        checked_step,
+        in_shardings=(shardings, parallel.data_sharding(mesh)) + (replicated,) * replicated_args,
+        out_shardings=(shardings, replicated),
+        donate_argnums=0,
+    )
