@@ -20,9 +20,15 @@ CONFIGS_NOTE = (
 
 
 @contextlib.contextmanager
-def user_errors(command: str, *, debug: bool = False) -> Iterator[None]:
-    """Bad values and missing inputs are the user's to fix: one line on stderr, no traceback,
-    exit code 2 (with `debug`, absl's `--verbosity` given, the traceback instead)."""
+def user_errors(command: str) -> Iterator[None]:
+    """The body of a command, after its flags are parsed. Bad values and missing inputs are the
+    user's to fix: one line on stderr, no traceback, exit code 2. The libraries log warnings only,
+    unless absl's `--verbosity` is given: then their INFO logs (orbax saves, ...) and the traceback."""
+    from absl import flags, logging
+
+    debug = flags.FLAGS["verbosity"].present
+    if not debug:
+        logging.set_verbosity(logging.WARNING)
     try:
         yield
     except (ValueError, FileNotFoundError) as error:

@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from jax_supcon import cli
 
@@ -206,11 +206,8 @@ def _option(name: str) -> int:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    debug = flags.FLAGS["verbosity"].present
-    if not debug:
-        logging.set_verbosity(logging.WARNING)
     options = flags.FLAGS
-    with cli.user_errors("jax-supcon-average", debug=debug):
+    with cli.user_errors("jax-supcon-average"):
         summary = average_checkpoints(options.workdir, options.out, last=_option("last"), best=_option("best"))
     print(json.dumps(summary, sort_keys=True))
 

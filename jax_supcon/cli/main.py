@@ -57,26 +57,24 @@ def main(argv: list[str]) -> None:
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    debug = flags.FLAGS["verbosity"].present
-    if not debug:
-        logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax saves) only on request
-    from jax_supcon import jobs, parallel
-    from jax_supcon.config import validate_config
-    from jax_supcon.train.loop import Preempted, TrainingDiverged
+    from jax_supcon.train import loop
 
     config = _CONFIG.value
     try:
-        with cli.user_errors("jax-supcon", debug=debug):
+        with cli.user_errors("jax-supcon"):
+            from jax_supcon import jobs, parallel
+            from jax_supcon.config import validate_config
+
             validate_config(config)
             parallel.initialize_distributed(
                 _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_AUTO.value
             )
             logging.info("job %s in %s", config.job, _WORKDIR.value)
             summary = jobs.train_and_evaluate(config, _WORKDIR.value)
-    except TrainingDiverged as error:
+    except loop.TrainingDiverged as error:
         print(f"jax-supcon: stopped: {error}", file=sys.stderr)
         sys.exit(1)
-    except Preempted as error:  # pre-emption is not a failure: the scheduler restarts the same command
+    except loop.Preempted as error:  # pre-emption is not a failure: the scheduler restarts the same command
         print(f"jax-supcon: {error}", file=sys.stderr)
         sys.exit(0)
     if parallel.is_main_process():

@@ -9,7 +9,7 @@ it (host crops for images of varying size, then the on-device recipe), de-normal
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from jax_supcon import cli
@@ -57,11 +57,8 @@ def augmentation_preview(config, path: str, *, images: int = 8, views: int | Non
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    debug = flags.FLAGS["verbosity"].present
-    if not debug:
-        logging.set_verbosity(logging.WARNING)
     config, options = flags.FLAGS.config, flags.FLAGS
-    with cli.user_errors("jax-supcon-preview", debug=debug):
+    with cli.user_errors("jax-supcon-preview"):
         from jax_supcon.data.recipes import validate_augment_config
         from jax_supcon.data.sources import check_name
 

@@ -13,7 +13,14 @@ from jax_supcon.data import recipes, sources
 from jax_supcon.evaluate import validation
 from jax_supcon.jobs import JOBS
 
-POSITIVE_RUN_KEYS = ("log_every_steps", "checkpoint_every_steps", "batch_size", "eval_batch_size", "keep_checkpoints")
+POSITIVE_RUN_KEYS = (
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "batch_size",
+    "eval_batch_size",
+    "keep_checkpoints",
+    "keep_best",
+)
 
 
 def resolve_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> tuple[int, int]:
@@ -55,7 +62,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     validation.validate_validation_config(config)
     if config.checkpoint not in ("latest", "best") and not str(config.checkpoint).isdigit():
         raise ValueError(f"checkpoint={config.checkpoint!r}; allowed: 'latest', 'best' or a step number")
-    for key in (*POSITIVE_RUN_KEYS, "keep_best"):
+    for key in POSITIVE_RUN_KEYS:
         if config[key] <= 0:
             raise ValueError(f"{key}={config[key]} must be > 0")
     if not 0 <= config.ema_decay < 1:
