@@ -31,11 +31,23 @@ def step_boundaries(opt: ml_collections.ConfigDict, total_steps: int) -> list[in
     return [round(f * total_steps) for f in fractions]
 
 
+def decay_scales(boundaries: list[int], warmup_steps: int, rate: float) -> dict[int, float]:
+    """Step-schedule scales by step after the warmup: every boundary multiplies the rate by `rate`,
+    boundaries that round to the same step multiply together, and those inside the warmup apply
+    when it ends."""
+    scales: dict[int, float] = {}
+    for boundary in boundaries:
+        at = max(boundary - warmup_steps, 0)
+        scales[at] = scales.get(at, 1.0) * rate
+    return scales
+
+
 def create_schedule(
     opt: ml_collections.ConfigDict, total_steps: int, warmup_steps: int, batch_size: int = 256
 ) -> optax.Schedule:
     """Linear warmup from 0 to the (batch-scaled) peak learning rate, then `cosine` to 0, `step`
-    (times `decay_rate` at each of `decay_boundaries`, SupContrast's schedule) or `constant`."""
+    (times `decay_rate` at each of `decay_boundaries`, SupContrast's schedule; see `decay_scales`)
+    or `constant`."""
     if opt.schedule not in SCHEDULES:
         raise ValueError(f"optimizer.schedule={opt.schedule!r}; allowed: {SCHEDULES}")
     peak = peak_learning_rate(opt, batch_size)
@@ -51,9 +63,8 @@ def create_schedule(
         rate = opt.get("decay_rate", 0.1)
         if not 0 <= rate <= 1:
             raise ValueError(f"optimizer.decay_rate={rate} must be in [0, 1]")
-        boundaries = step_boundaries(opt, total_steps)
         after = optax.piecewise_constant_schedule(
-            peak, {b - warmup_steps: rate for b in boundaries if b > warmup_steps}
+            peak, decay_scales(step_boundaries(opt, total_steps), warmup_steps, rate)
         )
     else:
         after = optax.constant_schedule(peak)

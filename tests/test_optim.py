@@ -102,6 +102,15 @@ def test_step_schedule_decays_by_the_rate_at_each_boundary():
     np.testing.assert_allclose(values, [0, 0.25, 0.5, 0.5, 0.05, 0.05, 0.005, 0.005], rtol=1e-5, atol=1e-9)
 
 
+def test_step_decays_on_one_step_multiply_and_those_inside_the_warmup_apply_when_it_ends():
+    # 8 steps: boundaries 0.7, 0.8, 0.9 round to steps 6, 6 and 7; all three decays must apply.
+    opt = opt_config(learning_rate=1.0, schedule="step", decay_boundaries=(0.7, 0.8, 0.9), decay_rate=0.1)
+    np.testing.assert_allclose(schedule_values(opt, 8, 0, [5, 6, 7]), [1.0, 0.01, 0.001], rtol=1e-6)
+    # 100 steps, 80 of warmup: the boundaries at 70 and 80 apply when the warmup ends, 90 at 90.
+    values = schedule_values(opt, 100, 80, [40, 79, 80, 85, 89, 90, 99])
+    np.testing.assert_allclose(values, [0.5, 79 / 80, 0.01, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+
+
 def test_constant_schedule_and_batch_scaling():
     opt = opt_config(learning_rate=0.3, schedule="constant", lr_scaling="linear")
     np.testing.assert_allclose(schedule_values(opt, 50, 0, [0, 49], batch=1024), [1.2, 1.2], rtol=1e-6)
