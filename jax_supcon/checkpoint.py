@@ -6,13 +6,51 @@ killed mid-save leaves the previous checkpoint intact and the next start resumes
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_SUFFIX = ".damaged"  # a checkpoint that did not restore is renamed <step>.damaged, never deleted
+
+
+@contextlib.contextmanager
+def _stderr_kept_on_success(grace_s: float = 0.5) -> Iterator[None]:
+    """Hold what is written to file descriptor 2 inside the block (and `grace_s` after a failure)
+    and pass it on only if the block succeeds: a failed orbax read leaves tensorstore callbacks that
+    print "Event loop is closed" tracebacks from other threads, while the caller reports the
+    failure in one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            if failed:
+                time.sleep(grace_s)
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                os.write(2, held.read())
+
+
+def _one_line(error: Exception, limit: int = 200) -> str:
+    """`Type: first line of the message`, cut to `limit` characters (orbax errors span pages)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Checkpointer:
@@ -85,6 +123,48 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+    def restore_newest_readable(self, abstract_state: Any) -> tuple[Any, int]:
+        """(state, step) of the newest checkpoint that restores. Newer ones that do not (truncated,
+        data or metadata missing) are renamed `<step>.damaged` once a readable one is found, each
+        reported in one line on stderr; with none readable, a ValueError naming the newest's
+        problem, and nothing renamed."""
+        failures: list[tuple[int, str]] = []
+        for step in reversed(self.all_steps()):
+            try:
+                with _stderr_kept_on_success():
+                    state = self.restore(abstract_state, step)
+            except Exception as error:  # noqa: BLE001 (any failure to read makes the checkpoint unusable)
+                failures.append((step, _one_line(error)))
+                continue
+            for bad, why in failures:
+                self._set_aside(bad, why, resume_step=step)
+            return state, step
+        if not failures:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        newest, why = failures[0]
+        raise ValueError(
+            f"no readable checkpoint in {self.directory}: step {newest} ({why}) and {len(failures) - 1} older; "
+            "nothing was changed (move the workdir aside to start afresh)"
+        )
+
+    def _set_aside(self, step: int, why: str, *, resume_step: int) -> None:
+        import jax
+
+        path = os.path.join(self.directory, str(step))
+        if jax.process_index() == 0:
+            target = path + DAMAGED_SUFFIX
+            suffix = 1
+            while os.path.exists(target):  # an earlier damaged copy of the same step stays too
+                target, suffix = f"{path}{DAMAGED_SUFFIX}{suffix}", suffix + 1
+            os.rename(path, target)
+            print(
+                f"jax-supcon: checkpoint {step} is unreadable ({why}); moved to {target}, resuming from step "
+                f"{resume_step}",
+                file=sys.stderr,
+                flush=True,
+            )
+        self._manager.reload()
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""

@@ -398,6 +398,67 @@ def test_a_step_whose_update_is_not_finite_is_never_saved(pretrain_config, tmp_p
     assert not (tmp_path / "metrics.jsonl").exists()  # the divergence came before the first log step
 
 
+def _damage(step_dir, how: str) -> None:
+    """Break one checkpoint as a full disk, a bad copy or a careless clean-up would."""
+    default = step_dir / "default"
+    if how == "truncated":
+        data = sorted(p for p in (default / "d").iterdir() if p.is_file())[0]
+        data.write_bytes(data.read_bytes()[:10])
+    elif how == "data_deleted":
+        shutil.rmtree(default / "d")
+    else:
+        (default / "_METADATA").unlink()
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(
+    pretrain_config, tmp_path, mesh, capfd
+):
+    pretrain_config.checkpoint_every_steps = 1
+    pretrain_config.keep_checkpoints = 10
+    pretrain_config.optimizer.schedule = "constant"  # the same rates whatever total_steps says
+    pretrain_config.total_steps = 4
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "whole"), mesh=mesh)
+    pretrain_config.total_steps = 3
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "base"), mesh=mesh)
+    pretrain_config.total_steps = 4
+    for how in ("truncated", "data_deleted", "metadata_deleted"):
+        run = tmp_path / how
+        shutil.copytree(tmp_path / "base", run)
+        _damage(run / "checkpoints" / "3", how)
+        recorded = (run / "config.json").read_text()
+        capfd.readouterr()
+        pretrain.train_and_evaluate(pretrain_config, str(run), mesh=mesh)
+        lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and re.fullmatch(
+            r"jax-supcon: checkpoint 3 is unreadable \(\w+: .+\); moved to .*checkpoints/3\.damaged, "
+            r"resuming from step 2",
+            lines[0],
+        ), (how, lines)
+        assert sorted(os.listdir(run / "checkpoints")) == ["1", "2", "3", "3.damaged", "4"], how
+        whole, resumed = read_metrics(tmp_path / "whole"), read_metrics(run)
+        assert [m["step"] for m in resumed] == [1, 2, 3, 4], how
+        np.testing.assert_allclose([m["loss"] for m in resumed], [m["loss"] for m in whole], rtol=1e-6)
+        assert json.loads((run / "config.json").read_text()) | {"total_steps": 3} == json.loads(recorded)
+
+
+def test_no_readable_checkpoint_and_a_run_shorter_than_its_checkpoint_are_refused(pretrain_config, tmp_path, mesh):
+    pretrain_config.checkpoint_every_steps = 1
+    pretrain_config.total_steps = 2
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)
+    config_before = (tmp_path / "config.json").read_text()
+    pretrain_config.total_steps = 1
+    with pytest.raises(ValueError, match=r"total_steps=1 is below the step of the run's latest checkpoint \(2\)"):
+        pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)
+    assert (tmp_path / "config.json").read_text() == config_before
+    for step in ("1", "2"):
+        _damage(tmp_path / "checkpoints" / step, "metadata_deleted")
+    pretrain_config.total_steps = 3
+    with pytest.raises(ValueError, match=r"no readable checkpoint in .*: step 2 \(.+\) and 1 older; nothing was"):
+        pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]  # nothing renamed
+    assert (tmp_path / "config.json").read_text() == config_before
+
+
 def start_cli(args: list[str], stderr) -> subprocess.Popen:
     """The CLI on 2 CPU devices as a child process whose console lines the test reads as they come."""
     return subprocess.Popen(

@@ -109,7 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     frozen = pretrained.encoder_variables(
         pretrained.pretrained_variables(pretrained_state, pre_config, config.pretrained_ema)
     )
-    run_dir.prepare_workdir(workdir, config)
+    run_dir.check_resumable(workdir, config)
 
     classifier = models.LinearClassifier(train_source.num_classes)
     tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps, config.batch_size)
@@ -121,7 +121,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         ema=config.ema_decay > 0,
     )
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
-    state = restore_or_init(init, abstract_state(init, mesh), checkpointer)
+    state = restore_or_init(init, abstract_state(init, mesh), checkpointer, total_steps=total_steps)
+    run_dir.record_config(workdir, config)
     run_dir.write_parameter_overview(workdir, "linear_eval", state.params)
     shardings = state_shardings(state)
     step_options = dict(classifier=classifier, tx=tx, schedule=schedule, config=config)

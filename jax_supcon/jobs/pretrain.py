@@ -97,7 +97,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     config = pretrained.with_num_classes(config, train_source.num_classes)
     model, tx, schedule, init = pretrained.build(config, total_steps, warmup_steps)
     target = abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
-    run_dir.prepare_workdir(workdir, config)
+    run_dir.check_resumable(workdir, config)
 
     validating = config.eval_every_steps > 0
     checkpointer = Checkpointer(
@@ -106,7 +106,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         best_metric=config.best_metric if validating else None,
         keep_best=config.keep_best,
     )
-    state = restore_or_init(init, target, checkpointer)
+    state = restore_or_init(init, target, checkpointer, total_steps=total_steps)
+    run_dir.record_config(workdir, config)
     run_dir.write_parameter_overview(workdir, "pretrain", state.params)
     train_step = jit_train_step(
         functools.partial(pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),

@@ -61,9 +61,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         ema=config.ema_decay > 0,
     )
     target = abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
-    run_dir.prepare_workdir(workdir, config)
+    run_dir.check_resumable(workdir, config)
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
-    state = restore_or_init(init, target, checkpointer)
+    state = restore_or_init(init, target, checkpointer, total_steps=total_steps)
+    run_dir.record_config(workdir, config)
     run_dir.write_parameter_overview(workdir, "supervised", state.params)
     train_step = jit_train_step(
         functools.partial(supervised_step, model=model, tx=tx, schedule=schedule, config=config),

@@ -120,12 +120,22 @@ def init_state(init: Callable[[], TrainState], target: TrainState) -> TrainState
     return jax.jit(init, out_shardings=state_shardings(target))()
 
 
-def restore_or_init(init: Callable[[], TrainState], target: TrainState, checkpointer: Checkpointer) -> TrainState:
-    """Latest checkpoint in the workdir if there is one (resume), else a fresh sharded init;
-    `target` is `abstract_state(init, mesh)`."""
-    if checkpointer.latest_step() is not None:
-        return checkpointer.restore(target)
-    return init_state(init, target)
+def restore_or_init(
+    init: Callable[[], TrainState], target: TrainState, checkpointer: Checkpointer, *, total_steps: int | None = None
+) -> TrainState:
+    """The newest readable checkpoint in the workdir if there is one (resume; damaged newer ones
+    are set aside, see `Checkpointer.restore_newest_readable`), else a fresh sharded init;
+    `target` is `abstract_state(init, mesh)`. A run of `total_steps` shorter than its checkpoint
+    is refused: it would report the state of a longer run as its own."""
+    if checkpointer.latest_step() is None:
+        return init_state(init, target)
+    state, step = checkpointer.restore_newest_readable(target)
+    if total_steps is not None and step > total_steps:
+        raise ValueError(
+            f"total_steps={total_steps} is below the step of the run's latest checkpoint ({step}); "
+            f"set --config.total_steps={step} or more to continue it, or pick a new --workdir"
+        )
+    return state
 
 
 def jit_train_step(step_fn: Callable, shardings: Any, mesh: Mesh, *, replicated_args: int = 0) -> Callable:

@@ -66,7 +66,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir!r} the workdir of a finished or running job?")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        try:
+            return ml_collections.ConfigDict(json.load(f))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not a config written by jax-supcon ({error})") from None
 
 
 def _as_json(config: ml_collections.ConfigDict) -> dict:
@@ -100,22 +103,32 @@ def _first_difference(key: str, saved, current) -> str:
     return f"{key} ({json.dumps(saved)} vs {json.dumps(current)})"
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Create the workdir and record the config; refuse to resume a run with other settings into it."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    current = _as_json(config)
-    if os.path.exists(path):
-        saved = _as_json(load_config(workdir))
-        for key in RESUME_FIXED_KEYS:
-            old, new = _resume_view(saved, key), _resume_view(current, key)
-            if old != new:
-                raise ValueError(
-                    f"workdir {workdir!r} holds a run with a different {_first_difference(key, old, new)}; "
-                    "pick a new --workdir to start another run"
-                )
+def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Refuse a config whose run would differ from the one already in `workdir` (reads only)."""
+    if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+        return
+    saved, current = _as_json(load_config(workdir)), _as_json(config)
+    for key in RESUME_FIXED_KEYS:
+        old, new = _resume_view(saved, key), _resume_view(current, key)
+        if old != new:
+            raise ValueError(
+                f"workdir {workdir!r} holds a run with a different {_first_difference(key, old, new)}; "
+                "pick a new --workdir to start another run"
+            )
+
+
+def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Create the workdir and write `config.json`: after the run's state is restored or initialised,
+    so a start that fails leaves the recorded config as it was."""
     if is_main_process():
         os.makedirs(workdir, exist_ok=True)
-    write_json(path, current)
+    write_json(os.path.join(workdir, CONFIG_FILE), _as_json(config))
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """`check_resumable`, then `record_config`: for jobs with no state to restore (embed)."""
+    check_resumable(workdir, config)
+    record_config(workdir, config)
 
 
 class MetricLogger:
