@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -457,6 +458,40 @@ def test_no_readable_checkpoint_and_a_run_shorter_than_its_checkpoint_are_refuse
         pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]  # nothing renamed
     assert (tmp_path / "config.json").read_text() == config_before
+
+
+def test_one_run_per_workdir_a_stale_lock_is_taken_over_and_unusable_workdirs_are_one_line(
+    pretrain_config, tmp_path, mesh
+):
+    from jax_supcon.train import workdir as run_dir
+
+    pretrain_config.total_steps = 1
+    with run_dir.exclusive(str(tmp_path / "run")):
+        holder = f"host {socket.gethostname()} pid {os.getpid()}"
+        with pytest.raises(ValueError, match=rf"workdir '.*run' is in use by {holder} \(since .*\); wait for"):
+            pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "run"), mesh=mesh)
+        assert os.listdir(tmp_path / "run") == [".lock"]  # the holder's run is untouched
+    assert not (tmp_path / "run").exists()  # created for nothing, so removed again
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".lock").write_text("host elsewhere pid 1 (a run that was killed)")  # not flocked: stale
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "run"), mesh=mesh)
+    assert not (tmp_path / "run" / ".lock").exists() and (tmp_path / "run" / "summary.json").exists()
+    (tmp_path / "file").write_text("")
+    for workdir, why in ((tmp_path / "file", "File exists"), (tmp_path / "file" / "run", "Not a directory")):
+        with pytest.raises(ValueError, match=rf"--workdir='{workdir}' cannot be created: {why}$"):
+            pretrain.train_and_evaluate(pretrain_config, str(workdir), mesh=mesh)
+
+
+def test_two_runs_started_together_in_one_workdir_leave_one_run(tmp_path):
+    args = [*TINY_CLI, f"--workdir={tmp_path / 'run'}", "--config.total_steps=4", "--config.log_every_steps=1"]
+    procs = [start_cli(args, stderr=subprocess.PIPE) for _ in range(2)]
+    results = [(proc.wait(timeout=300), proc.stderr.read()) for proc in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert re.search(r"jax-supcon: error: workdir '.*run' is in use by host \S+ pid \d+", refused), refused
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
+    assert os.listdir(tmp_path / "run" / "checkpoints") == ["4"]
 
 
 def start_cli(args: list[str], stderr) -> subprocess.Popen:

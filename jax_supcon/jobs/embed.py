@@ -17,6 +17,7 @@ from jax_supcon.train import pretrained
 from jax_supcon.train import workdir as run_dir
 
 
+@run_dir.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Write `embeddings_{split}.npz` (`encoder`, `projection`, `labels`, `ids`: position in the
     split) into `workdir`, from checkpoint `config.checkpoint` of `config.pretrained_workdir`."""

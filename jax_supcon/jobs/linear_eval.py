@@ -98,6 +98,7 @@ def feature_batches(
     return parallel.prefetch_to_device(host_batches(), mesh, config.data.prefetch_to_device)
 
 
+@run_dir.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) linear evaluation in `workdir`; returns the summary with test top-1 and top-5."""
     mesh, train_source, test_source, total_steps, warmup_steps = inputs.load_training_data(config, mesh)

@@ -91,6 +91,7 @@ def pretrain_step(
     return new_state, metrics
 
 
+@run_dir.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) stage-1 pretraining in `workdir`; returns the summary it writes."""
     mesh, train_source, test_source, total_steps, warmup_steps = inputs.load_training_data(config, mesh)

@@ -46,6 +46,7 @@ def supervised_step(state, batch, *, model, tx, schedule, config):
     return new_state, metrics
 
 
+@run_dir.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) the cross-entropy baseline in `workdir`; returns the summary with test top-1/top-5."""
     mesh, train_source, test_source, total_steps, warmup_steps = inputs.load_training_data(config, mesh)

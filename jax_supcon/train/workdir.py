@@ -8,8 +8,13 @@ clu (the TensorBoard writer) loads when a logger is created, so tools that only 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
+import socket
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ml_collections
@@ -22,6 +27,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 PARAMETERS_FILE = "parameters.txt"
+LOCK_FILE = ".lock"  # held (flock) by the run using the workdir; names its host and pid
 
 # What a resumed run must share with the run in its workdir. Durations, logging, evaluation and
 # plotting settings may change between restarts (for example to train longer).
@@ -47,6 +53,72 @@ RESUME_FIXED_KEYS = (
 
 # Data settings that change how the run reads its input, not what it trains on.
 OPERATIONAL_DATA_KEYS = ("prefetch_to_device", "verify_files", "skip_corrupt", "tfds_data_dir")
+
+
+def _make_workdir(workdir: str) -> bool:
+    """Create `workdir` if needed (returns whether it did); a path that cannot be a workdir (a file,
+    under a file, read-only, no space) is a one-line ValueError."""
+    if os.path.isdir(workdir):
+        if not os.access(workdir, os.W_OK | os.X_OK):
+            raise ValueError(f"--workdir={workdir!r} is not writable")
+        return False
+    try:
+        os.makedirs(workdir)
+    except OSError as error:
+        raise ValueError(f"--workdir={workdir!r} cannot be created: {error.strerror}") from None
+    return True
+
+
+@contextlib.contextmanager
+def exclusive(workdir: str) -> Iterator[None]:
+    """Hold `workdir` for one run: an exclusive `flock` on `workdir/.lock`, which names the holder's
+    host and pid. A second run gets a one-line ValueError naming the holder. The kernel releases
+    the lock when its process dies, so a lock file left by a killed run is stale by construction.
+    Process 0 holds it for every process of a multi-process job. On a shared file system the lock
+    is as good as its flock support (NFSv4 and Lustre/GPFS with flock enabled: yes; NFSv3 without
+    lockd, or a file system mounted without flock: no exclusion). A workdir this call created is
+    removed again when the run leaves nothing in it but the lock."""
+    if not is_main_process():
+        yield
+        return
+    import fcntl
+
+    created = _make_workdir(workdir)
+    path = os.path.join(workdir, LOCK_FILE)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 512).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ValueError(
+                f"workdir {workdir!r} is in use by {holder}; wait for that run to end or pick a new --workdir"
+            ) from None
+        if os.path.exists(path) and os.fstat(fd).st_ino == os.stat(path).st_ino:
+            break  # locked the file that is in place (not one a finishing run just unlinked)
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"host {socket.gethostname()} pid {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)  # releases the lock
+        if created and not os.listdir(workdir):
+            os.rmdir(workdir)
+
+
+def holds_workdir(job: Callable[..., dict]) -> Callable[..., dict]:
+    """Decorate a job's `train_and_evaluate(config, workdir, ...)` so it runs under `exclusive(workdir)`."""
+
+    @functools.wraps(job)
+    def run(config, workdir: str, *args, **kwargs) -> dict:
+        with exclusive(workdir):
+            return job(config, workdir, *args, **kwargs)
+
+    return run
 
 
 def write_json(path: str, obj: Any) -> None:
