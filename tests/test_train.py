@@ -494,6 +494,32 @@ def test_two_runs_started_together_in_one_workdir_leave_one_run(tmp_path):
     assert os.listdir(tmp_path / "run" / "checkpoints") == ["4"]
 
 
+def test_stage_two_keeps_the_stage_one_checkpoint_it_started_from(pretrain_config, linear_config, tmp_path, mesh):
+    stage_one, linear = str(tmp_path / "one"), str(tmp_path / "linear")
+    pretrain_config.checkpoint_every_steps = 1
+    pretrain_config.keep_checkpoints = 10
+    pretrain_config.total_steps = 2
+    pretrain.train_and_evaluate(pretrain_config, stage_one, mesh=mesh)
+    linear_config.pretrained_workdir = stage_one
+    linear_config.total_steps = 1
+    linear_eval.train_and_evaluate(linear_config, linear, mesh=mesh)  # pins "latest": step 2
+    pretrain_config.total_steps = 4
+    pretrain.train_and_evaluate(pretrain_config, stage_one, mesh=mesh)  # stage 1 moves on to step 4
+    linear_config.total_steps = 2
+    resumed = linear_eval.train_and_evaluate(linear_config, linear, mesh=mesh)
+    assert resumed["pretrained_step"] == 2
+    again = linear_eval.train_and_evaluate(linear_config, linear, mesh=mesh)  # finished: reported, not re-scored
+    assert again == resumed
+    assert sum("test_top1" in record for record in read_metrics(linear)) == 2  # one per finished length (1, 2)
+    shutil.rmtree(tmp_path / "one" / "checkpoints" / "2")
+    linear_config.total_steps = 3
+    with pytest.raises(ValueError, match=r"the stage-1 checkpoint this run started from \(step 2 of .*\) is gone"):
+        linear_eval.train_and_evaluate(linear_config, linear, mesh=mesh)
+    linear_config.pretrained_workdir = linear
+    with pytest.raises(ValueError, match=r"holds a 'linear_eval' run, not a stage-1 \(pretrain\) run"):
+        linear_eval.train_and_evaluate(linear_config, str(tmp_path / "other"), mesh=mesh)
+
+
 def start_cli(args: list[str], stderr) -> subprocess.Popen:
     """The CLI on 2 CPU devices as a child process whose console lines the test reads as they come."""
     return subprocess.Popen(

@@ -25,14 +25,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     mesh = mesh or parallel.create_mesh()
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     source = sources.load_source(config.data, config.embed_split)
-    pre_config, model, state, step = pretrained.restore_pretrained(
-        config.pretrained_workdir, mesh, str(config.checkpoint)
+    pre_config, model, state, step, pin = pretrained.restore_pinned(
+        workdir, config.pretrained_workdir, mesh, str(config.checkpoint)
     )
     config = pretrained.inherit_pretrained(config, pre_config)
     variables = pretrained.pretrained_variables(
         state, pre_config, config.pretrained_ema
     )  # before the workdir is touched
     run_dir.prepare_workdir(workdir, config)
+    pretrained.write_pin(workdir, pin)
     forward = embeddings.embedding_forward(model, config.augment)
     arrays = embeddings.compute_embeddings(forward, variables, source, mesh, batch_size=config.eval_batch_size)
     path = os.path.join(workdir, f"embeddings_{config.embed_split}.npz")

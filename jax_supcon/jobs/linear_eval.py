@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -102,8 +103,8 @@ def feature_batches(
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) linear evaluation in `workdir`; returns the summary with test top-1 and top-5."""
     mesh, train_source, test_source, total_steps, warmup_steps = inputs.load_training_data(config, mesh)
-    pre_config, _, pretrained_state, pretrained_step = pretrained.restore_pretrained(
-        config.pretrained_workdir, mesh, str(config.checkpoint)
+    pre_config, _, pretrained_state, pretrained_step, pin = pretrained.restore_pinned(
+        workdir, config.pretrained_workdir, mesh, str(config.checkpoint)
     )
     config = pretrained.inherit_pretrained(config, pre_config)
     encoder = models.create_encoder(pre_config.model)
@@ -124,6 +125,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
     state = restore_or_init(init, abstract_state(init, mesh), checkpointer, total_steps=total_steps)
     run_dir.record_config(workdir, config)
+    pretrained.write_pin(workdir, pin)
+    if int(jax.device_get(state.step)) == total_steps and os.path.exists(os.path.join(workdir, run_dir.SUMMARY_FILE)):
+        checkpointer.close()
+        with open(os.path.join(workdir, run_dir.SUMMARY_FILE)) as f:
+            return json.load(f)  # finished: the recorded result, not a second scoring
     run_dir.write_parameter_overview(workdir, "linear_eval", state.params)
     shardings = state_shardings(state)
     step_options = dict(classifier=classifier, tx=tx, schedule=schedule, config=config)

@@ -1,9 +1,16 @@
 """Stage 1 as the later stages and tools see it: the stage-1 model, optimizer and initial state
 built from a config (what pretraining trains and what a restore fills), and a stage-1 run
-restored from its workdir at a chosen checkpoint, with its encoder's variables."""
+restored from its workdir at a chosen checkpoint, with its encoder's variables.
+
+A stage-2 run pins the stage-1 checkpoint it starts from (`PIN_FILE` in its workdir: the step and
+a fingerprint of the checkpoint's files) and uses that same checkpoint on every resume and re-run,
+whatever stage 1 did meanwhile, so a classifier is never trained or scored on two encoders.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any
 
@@ -14,7 +21,9 @@ from jax.sharding import Mesh
 from jax_supcon import models, optim
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.train import state as train_state
-from jax_supcon.train.workdir import MetricLogger, load_config
+from jax_supcon.train.workdir import MetricLogger, load_config, write_json
+
+PIN_FILE = "pretrained.json"
 
 
 def probe_classes(config: ml_collections.ConfigDict) -> int:
@@ -55,6 +64,11 @@ def restore_pretrained(pretrained_workdir: str, mesh: Mesh, which: str = "latest
     if not os.path.isdir(pretrained_workdir):
         raise FileNotFoundError(f"pretrained_workdir={pretrained_workdir!r} does not exist")
     pre_config = load_config(pretrained_workdir)
+    if pre_config.get("job") != "pretrain":
+        raise ValueError(
+            f"pretrained_workdir={pretrained_workdir!r} holds a {pre_config.get('job')!r} run, not a stage-1 "
+            "(pretrain) run: point it at the workdir of jax-supcon --config=configs/..._supcon.py"
+        )
     checkpointer = Checkpointer(pretrained_workdir, create=False)
     if checkpointer.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: run stage 1 there first")
@@ -64,6 +78,48 @@ def restore_pretrained(pretrained_workdir: str, mesh: Mesh, which: str = "latest
     state = checkpointer.restore(train_state.abstract_state(init, mesh), step=step)
     checkpointer.close()
     return pre_config, model, state, step
+
+
+def checkpoint_fingerprint(pretrained_workdir: str, step: int) -> str:
+    """A hash of checkpoint `step`'s file names, sizes and commit metadata: it changes when the
+    checkpoint is rewritten (stage 1 trained again from scratch in the same workdir, say)."""
+    root = os.path.join(Checkpointer(pretrained_workdir, create=False).directory, str(step))
+    digest = hashlib.sha256()
+    for folder, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            digest.update(f"{os.path.relpath(path, root)}:{os.path.getsize(path)};".encode())
+            if name == "_CHECKPOINT_METADATA":  # holds the commit time of the save
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+def restore_pinned(workdir: str, pretrained_workdir: str, mesh: Mesh, which: str = "latest"):
+    """`restore_pretrained` at the checkpoint the stage-2 run in `workdir` was first started from
+    (`which` resolved then), plus the pin to record with `write_pin` (a new run's) or None. A pinned
+    checkpoint that is gone or rewritten is a one-line error."""
+    pin_path = os.path.join(workdir, PIN_FILE)
+    if not os.path.exists(pin_path):
+        pre_config, model, state, step = restore_pretrained(pretrained_workdir, mesh, which)
+        pin = {"step": step, "fingerprint": checkpoint_fingerprint(pretrained_workdir, step), "asked": which}
+        return pre_config, model, state, step, pin
+    with open(pin_path) as f:
+        pin = json.load(f)
+    step = int(pin["step"])
+    where = f"the stage-1 checkpoint this run started from (step {step} of {pretrained_workdir!r})"
+    steps = Checkpointer(pretrained_workdir, create=False).all_steps() if os.path.isdir(pretrained_workdir) else []
+    if step not in steps:
+        raise ValueError(f"{where} is gone; pick a new --workdir to evaluate another checkpoint")
+    if checkpoint_fingerprint(pretrained_workdir, step) != pin["fingerprint"]:
+        raise ValueError(f"{where} has been rewritten since; pick a new --workdir to evaluate it")
+    return (*restore_pretrained(pretrained_workdir, mesh, str(step)), None)
+
+
+def write_pin(workdir: str, pin: dict | None) -> None:
+    """Record a new stage-2 run's stage-1 checkpoint (after its config is recorded); None: nothing to do."""
+    if pin is not None:
+        write_json(os.path.join(workdir, PIN_FILE), pin)
 
 
 def inherit_pretrained(config: ml_collections.ConfigDict, pre_config: ml_collections.ConfigDict):
