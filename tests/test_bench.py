@@ -83,3 +83,15 @@ def test_step_benchmark_times_a_compiled_step_on_resident_and_pipelined_input(tm
         assert record["views_per_s"] == pytest.approx(2 * record["images_per_s"], rel=1e-3)
         assert 0 < record["mfu"] < 1 and record["peak_memory_gib"] > 0 and record["xla_temp_gib"] >= 0
     assert records[0]["input"] == "one device-resident random batch" and records[1]["input"] == "synthetic"
+
+
+def test_bad_counts_and_configs_are_one_line_and_exit_code_2():
+    for args, message in (
+        (["step", "--config=configs/bench_cifar_resnet18.py", "--steps=0"], "--steps=0 must be >= 1"),
+        (["step", "--config=configs/bench_cifar_resnet18.py", "--config.batch_size=0"], "batch_size=0 must be > 0"),
+        (["loss", "--repeats=0"], "--repeats=0 must be >= 1"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "jax_supcon.bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"jax-supcon-bench: error: {message}"]

@@ -330,6 +330,14 @@ def test_preview_writes_a_grid_of_examples_by_views(tmp_path):
     assert grid[..., :3].std() > 10  # not blank
     with pytest.raises(ValueError, match="--images=0 and --views=2 must be >= 1"):
         augmentation_preview(config, str(tmp_path / "none.png"), images=0, views=2)
+    # --out writes exactly where it says: a directory gets the default name inside it, a bare name gets .png
+    from jax_supcon.cli.preview import png_path
+
+    (tmp_path / "views").mkdir()
+    assert png_path(str(tmp_path / "views")) == str(tmp_path / "views" / "augmentations.png")
+    assert png_path(str(tmp_path / "grid")) == str(tmp_path / "grid.png")
+    assert png_path(str(tmp_path / "grid.jpg")) == str(tmp_path / "grid.jpg")
+    assert augmentation_preview(config, str(tmp_path / "views"), images=1, views=1).endswith("views/augmentations.png")
 
 
 # ------------------------------------------------------------------ fixes from the second review

@@ -29,6 +29,7 @@ times the number of devices); MFU is achieved FLOP/s over `--peak_tflops` per de
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import subprocess
@@ -265,6 +266,8 @@ def step_benchmark(config, *, steps: int, pipeline: bool = False, peak_tflops: f
     validate_config(config)
     mesh = parallel.create_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
+    if steps < 1:
+        raise ValueError(f"--steps={steps} must be >= 1")
     config = pretrained.with_num_classes(config, config.data.get("num_classes") or 10)  # the online probe's size
     model, tx, schedule, init = pretrained.build(config, total_steps=config.total_steps or 1000, warmup_steps=0)
     target = train_state.abstract_state(init, mesh)
@@ -329,24 +332,37 @@ def step_benchmark(config, *, steps: int, pipeline: bool = False, peak_tflops: f
     return record
 
 
+def _json(record: dict) -> str:
+    """One valid JSON line: a figure that is not finite (a diverged loss, say) is null, not NaN."""
+    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()})
+
+
+def _check_counts() -> None:
+    for flag in (_STEPS, _REPEATS, _BATCH, _VIEWS, _DIM, _CLASSES, _CHUNK):
+        if flag.value < 1:
+            raise ValueError(f"--{flag.name}={flag.value} must be >= 1")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(f"usage: python -m jax_supcon.bench {{{'|'.join(COMMANDS)}}} [--flags]; got {argv[1:]}")
-    if _CASE.value:
-        images, chunk = (int(part) for part in _CASE.value.split(":"))
-        print(json.dumps(run_loss_case(images, chunk or None)), flush=True)
-        return
-    if argv[1] == "step":
-        config = flags.FLAGS.config
-        if config is None:
-            raise app.UsageError("step needs --config=configs/NAME.py")
-        record = step_benchmark(config, steps=_STEPS.value, pipeline=_PIPELINE.value, peak_tflops=_PEAK.value)
-        print(json.dumps(record), flush=True)
-        return
-    if argv[1] == "input":
-        input_benchmark()
-        return
-    loss_benchmark()
+    with cli.user_errors("jax-supcon-bench"):
+        _check_counts()
+        if _CASE.value:
+            images, chunk = (int(part) for part in _CASE.value.split(":"))
+            print(_json(run_loss_case(images, chunk or None)), flush=True)
+            return
+        if argv[1] == "step":
+            config = flags.FLAGS.config
+            if config is None:
+                raise app.UsageError("step needs --config=configs/NAME.py")
+            record = step_benchmark(config, steps=_STEPS.value, pipeline=_PIPELINE.value, peak_tflops=_PEAK.value)
+            print(_json(record), flush=True)
+            return
+        if argv[1] == "input":
+            input_benchmark()
+            return
+        loss_benchmark()
 
 
 DESCRIPTION = """jax-supcon-bench: figures of this machine (one JSON line per measurement), never pass/fail.

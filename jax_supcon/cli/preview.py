@@ -9,23 +9,36 @@ it (host crops for images of varying size, then the on-device recipe), de-normal
 
 from __future__ import annotations
 
+import os
+
 from absl import app, flags
 from ml_collections import config_flags
 
 from jax_supcon import cli
 
+DEFAULT_NAME = "augmentations.png"
+
 
 def _define_flags() -> None:
     """Flags of the command only: importing `augmentation_preview` defines none (no clashes)."""
     config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARG]).", lock_config=True)
-    flags.DEFINE_string("out", "augmentations.png", "PNG file to write.")
+    flags.DEFINE_string("out", DEFAULT_NAME, "PNG file to write (a directory: augmentations.png inside it).")
     flags.DEFINE_integer("images", 8, "Rows: N training examples spread over the split.")
     flags.DEFINE_integer("views", None, "Views per example (default: config.loss.num_views).")
     flags.mark_flags_as_required(["config"])
 
 
+def png_path(out: str) -> str:
+    """Where `--out` writes: inside it when it is a directory, with `.png` added when it has no
+    extension (matplotlib would add it anyway), as given otherwise."""
+    if os.path.isdir(out):
+        return os.path.join(out, DEFAULT_NAME)
+    return out if os.path.splitext(out)[1] else f"{out}.png"
+
+
 def augmentation_preview(config, path: str, *, images: int = 8, views: int | None = None) -> str:
-    """Write the grid for `config` to `path` and return the path."""
+    """Write the grid for `config` to `png_path(path)` and return that path."""
+    path = png_path(path)
     import jax
     import numpy as np
 
