@@ -411,53 +411,51 @@ def _damage(step_dir, how: str) -> None:
         (default / "_METADATA").unlink()
 
 
-def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(
+def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_from_the_newest_readable_one(
     pretrain_config, tmp_path, mesh, capfd
 ):
+    """Checkpoints 4, 3 and 2 broken three ways: the run names each, sets it aside and resumes from
+    step 1 with the losses of an uninterrupted run; a shorter run, and a run with no readable
+    checkpoint left, are refused without touching anything."""
     pretrain_config.checkpoint_every_steps = 1
     pretrain_config.keep_checkpoints = 10
     pretrain_config.optimizer.schedule = "constant"  # the same rates whatever total_steps says
-    pretrain_config.total_steps = 4
+    pretrain_config.total_steps = 5
     pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "whole"), mesh=mesh)
-    pretrain_config.total_steps = 3
-    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "base"), mesh=mesh)
+    run = tmp_path / "run"
     pretrain_config.total_steps = 4
-    for how in ("truncated", "data_deleted", "metadata_deleted"):
-        run = tmp_path / how
-        shutil.copytree(tmp_path / "base", run)
-        _damage(run / "checkpoints" / "3", how)
-        recorded = (run / "config.json").read_text()
-        capfd.readouterr()
-        pretrain.train_and_evaluate(pretrain_config, str(run), mesh=mesh)
-        lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
-        assert len(lines) == 1 and re.fullmatch(
-            r"jax-supcon: checkpoint 3 is unreadable \(\w+: .+\); moved to .*checkpoints/3\.damaged, "
-            r"resuming from step 2",
-            lines[0],
-        ), (how, lines)
-        assert sorted(os.listdir(run / "checkpoints")) == ["1", "2", "3", "3.damaged", "4"], how
-        whole, resumed = read_metrics(tmp_path / "whole"), read_metrics(run)
-        assert [m["step"] for m in resumed] == [1, 2, 3, 4], how
-        np.testing.assert_allclose([m["loss"] for m in resumed], [m["loss"] for m in whole], rtol=1e-6)
-        assert json.loads((run / "config.json").read_text()) | {"total_steps": 3} == json.loads(recorded)
-
-
-def test_no_readable_checkpoint_and_a_run_shorter_than_its_checkpoint_are_refused(pretrain_config, tmp_path, mesh):
-    pretrain_config.checkpoint_every_steps = 1
-    pretrain_config.total_steps = 2
-    pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)
-    config_before = (tmp_path / "config.json").read_text()
-    pretrain_config.total_steps = 1
-    with pytest.raises(ValueError, match=r"total_steps=1 is below the step of the run's latest checkpoint \(2\)"):
-        pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)
-    assert (tmp_path / "config.json").read_text() == config_before
-    for step in ("1", "2"):
-        _damage(tmp_path / "checkpoints" / step, "metadata_deleted")
+    pretrain.train_and_evaluate(pretrain_config, str(run), mesh=mesh)
+    recorded = (run / "config.json").read_text()
     pretrain_config.total_steps = 3
-    with pytest.raises(ValueError, match=r"no readable checkpoint in .*: step 2 \(.+\) and 1 older; nothing was"):
-        pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]  # nothing renamed
-    assert (tmp_path / "config.json").read_text() == config_before
+    with pytest.raises(ValueError, match=r"total_steps=3 is below the step of the run's latest checkpoint \(4\)"):
+        pretrain.train_and_evaluate(pretrain_config, str(run), mesh=mesh)
+    assert (run / "config.json").read_text() == recorded
+    damage = {4: "truncated", 3: "data_deleted", 2: "metadata_deleted"}
+    for step, how in damage.items():
+        _damage(run / "checkpoints" / str(step), how)
+    capfd.readouterr()
+    pretrain_config.total_steps = 5
+    pretrain.train_and_evaluate(pretrain_config, str(run), mesh=mesh)
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 3, lines
+    for line, step in zip(lines, damage, strict=True):
+        assert re.fullmatch(
+            rf"jax-supcon: checkpoint {step} is unreadable \(\w+: .+\); moved to .*checkpoints/{step}\.damaged, "
+            r"resuming from step 1",
+            line,
+        ), line
+    assert sorted(os.listdir(run / "checkpoints")) == ["1", "2", "2.damaged", "3", "3.damaged", "4", "4.damaged", "5"]
+    whole, resumed = read_metrics(tmp_path / "whole"), read_metrics(run)
+    assert [m["step"] for m in resumed] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose([m["loss"] for m in resumed], [m["loss"] for m in whole], rtol=1e-6)
+    for step in range(1, 6):
+        _damage(run / "checkpoints" / str(step), "metadata_deleted")
+    recorded = (run / "config.json").read_text()
+    pretrain_config.total_steps = 6
+    with pytest.raises(ValueError, match=r"no readable checkpoint in .*: step 5 \(.+\) and 4 older; nothing was"):
+        pretrain.train_and_evaluate(pretrain_config, str(run), mesh=mesh)
+    assert "5.damaged" not in os.listdir(run / "checkpoints") and "1.damaged" not in os.listdir(run / "checkpoints")
+    assert (run / "config.json").read_text() == recorded
 
 
 def test_one_run_per_workdir_a_stale_lock_is_taken_over_and_unusable_workdirs_are_one_line(
