@@ -149,21 +149,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         return classifier.apply({"params": variables["classifier"]}, features)
 
     started = time.perf_counter()
-    with loop.training_run(workdir, "linear_eval", checkpointer) as logger:
-        state, last = loop.run_steps(
-            config=config,
-            state=state,
-            train_step=train_step,
-            batches=batches,
-            total_steps=total_steps,
-            checkpointer=checkpointer,
-            logger=logger,
-        )
+    with loop.training_run(workdir, "linear_eval", config, checkpointer) as run:
+        state, last = run.run_steps(state, train_step, batches, total_steps)
         variables = {"classifier": state.variables(config.eval_with_ema)["params"], "encoder": frozen}
         accuracy = classification.top_k_accuracy(
             logits, variables, test_source, mesh, batch_size=config.eval_batch_size
         )
-        logger.write(total_steps, accuracy)
+        run.logger.write(total_steps, accuracy)
     summary = loop.run_summary("linear_eval", total_steps, last, started, mesh) | {
         **accuracy,
         "test_examples": test_source.num_examples,
@@ -172,4 +164,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         "pretrained_step": pretrained_step,
         "pretrained_weights": "ema" if config.pretrained_ema else "trained",
     }
-    return run_dir.finish_run(workdir, config, summary, logger.records(), [])
+    return run_dir.finish_run(workdir, config, summary, run.logger.records(), [])

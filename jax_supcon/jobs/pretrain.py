@@ -143,17 +143,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     batches = inputs.training_batches(train_source, config, state, mesh, views=config.loss.num_views)
     started = time.perf_counter()
     plots = []
-    with loop.training_run(workdir, "pretrain", checkpointer) as logger:
-        state, last = loop.run_steps(
-            config=config,
-            state=state,
-            train_step=train_step,
-            batches=batches,
-            total_steps=total_steps,
-            checkpointer=checkpointer,
-            logger=logger,
-            evaluate=evaluate if validating else None,
-        )
+    with loop.training_run(workdir, "pretrain", config, checkpointer) as run:
+        state, last = run.run_steps(state, train_step, batches, total_steps, evaluate if validating else None)
         if config.plots:  # a collective: every process takes part (or none, when validation has it)
             test = latest_test.get(total_steps) or embed(state, test_source)
         if config.plots and parallel.is_main_process():
@@ -166,7 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
                 name="test_encoder",
                 seed=config.seed,
             )
-    records = logger.records()
+    records = run.logger.records()
     validated = [r for r in records if config.best_metric and config.best_metric in r]
     summary = loop.run_summary("pretrain", total_steps, last, started, mesh) | {
         k: v for k, v in (validated[-1] if validated else {}).items() if k != "step"

@@ -78,22 +78,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         return model.apply(variables, augment.preprocess_eval(images, config.augment), train=False)
 
     started = time.perf_counter()
-    with loop.training_run(workdir, "supervised", checkpointer) as logger:
-        state, last = loop.run_steps(
-            config=config,
-            state=state,
-            train_step=train_step,
-            batches=batches,
-            total_steps=total_steps,
-            checkpointer=checkpointer,
-            logger=logger,
-        )
+    with loop.training_run(workdir, "supervised", config, checkpointer) as run:
+        state, last = run.run_steps(state, train_step, batches, total_steps)
         accuracy = classification.top_k_accuracy(
             logits, state.variables(config.eval_with_ema), test_source, mesh, batch_size=config.eval_batch_size
         )
-        logger.write(total_steps, accuracy)
+        run.logger.write(total_steps, accuracy)
     summary = loop.run_summary("supervised", total_steps, last, started, mesh) | {
         **accuracy,
         "test_examples": test_source.num_examples,
     }
-    return run_dir.finish_run(workdir, config, summary, logger.records(), [])
+    return run_dir.finish_run(workdir, config, summary, run.logger.records(), [])

@@ -1,9 +1,9 @@
 """The step loop every training job runs: logging, periodic evaluation and checkpoints, and the
 rules for stopping early (a diverged state is never saved; SIGTERM saves and stops).
 
-    with training_run(workdir, "pretrain", checkpointer) as logger:
-        state, last = run_steps(config=..., state=..., logger=logger, ...)
-        ...  # final evaluation, logged with the same logger
+    with training_run(workdir, "pretrain", config, checkpointer) as run:
+        state, last = run.run_steps(state, train_step, batches, total_steps, evaluate)
+        ...  # final evaluation, logged with run.logger
     summary = run_summary("pretrain", total_steps, last, started, mesh) | {...}
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import jax
 import ml_collections
@@ -132,13 +133,43 @@ def run_steps(
     return state, last
 
 
+class TrainingRun(NamedTuple):
+    """A job's training in progress: its config, checkpointer and metric logger (see `training_run`)."""
+
+    config: ml_collections.ConfigDict
+    checkpointer: Checkpointer
+    logger: MetricLogger
+
+    def run_steps(
+        self,
+        state: TrainState,
+        train_step: Callable[[TrainState, dict], tuple[TrainState, dict]],
+        batches: Iterator[dict[str, jax.Array]],
+        total_steps: int,
+        evaluate: Callable[[TrainState], dict[str, float]] | None = None,
+    ) -> tuple[TrainState, dict[str, float]]:
+        """`run_steps` with this run's config, checkpointer and logger."""
+        return run_steps(
+            config=self.config,
+            state=state,
+            train_step=train_step,
+            batches=batches,
+            total_steps=total_steps,
+            checkpointer=self.checkpointer,
+            logger=self.logger,
+            evaluate=evaluate,
+        )
+
+
 @contextlib.contextmanager
-def training_run(workdir: str, job: str, checkpointer: Checkpointer) -> Iterator[MetricLogger]:
-    """The metric logger of a job's training; however the run ends, the logger is closed and the
-    checkpointer's pending saves are written."""
+def training_run(
+    workdir: str, job: str, config: ml_collections.ConfigDict, checkpointer: Checkpointer
+) -> Iterator[TrainingRun]:
+    """A job's training: the metric logger is opened here, and however the run ends it is closed
+    and the checkpointer's pending saves are written."""
     logger = MetricLogger(workdir, job)
     try:
-        yield logger
+        yield TrainingRun(config, checkpointer, logger)
     finally:
         checkpointer.close()
         logger.close()
