@@ -405,3 +405,18 @@ def test_in_memory_source_resizes_in_chunks_to_the_same_result():
     np.testing.assert_array_equal(
         source.images[300:301], sources.in_memory_source("one", "train", images[300:301], np.zeros(1), 1, 12).images
     )
+
+
+def test_an_image_above_pils_decompression_bomb_limit_is_checked_with_the_decoder_training_uses(tmp_path, monkeypatch):
+    """PIL refuses images above ~179 megapixels (a 14000 x 14000 PNG); TensorFlow decodes them. The
+    limit is lowered here so a 64 x 64 image stands in for the large one."""
+    from PIL import Image
+
+    good, bad = tmp_path / "big.png", tmp_path / "big_truncated.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good)
+    bad.write_bytes(good.read_bytes()[:200])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels > 2 x 1000: PIL raises
+    with pytest.raises(Image.DecompressionBombError), Image.open(good):
+        pass
+    assert sources._is_readable(str(good)) and not sources._is_readable(str(bad))
+    assert Image.MAX_IMAGE_PIXELS == 1000  # the check changed nothing global

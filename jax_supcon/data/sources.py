@@ -174,7 +174,10 @@ def _decode_file(contents):
 
 def _is_readable(path: str) -> bool:
     """Whether `path` decodes as an image. JPEGs are decoded at 1/8 scale (PIL draft mode), which
-    still reads the whole entropy-coded stream, so truncated files are caught cheaply."""
+    still reads the whole entropy-coded stream, so truncated files are caught cheaply. Images
+    larger than PIL's decompression-bomb limit (about 179 megapixels, e.g. 14000 x 14000) are
+    checked by decoding them with TensorFlow, the decoder training uses, instead of being called
+    unreadable; PIL's global limit is left as it is."""
     from PIL import Image
 
     try:
@@ -184,7 +187,18 @@ def _is_readable(path: str) -> bool:
             image.draft("RGB", (64, 64))
             image.load()
         return True
+    except Image.DecompressionBombError:
+        return _decodes_with_tensorflow(path)
     except Exception:  # PIL raises many types for bad files: any of them means unreadable
+        return False
+
+
+def _decodes_with_tensorflow(path: str) -> bool:
+    tf = _tf()
+    try:
+        _decode_file(tf.io.read_file(path))
+        return True
+    except (tf.errors.OpError, ValueError):
         return False
 
 
