@@ -46,6 +46,12 @@ def _stderr_kept_on_success(grace_s: float = 0.5) -> Iterator[None]:
                 os.write(2, held.read())
 
 
+def checkpoint_directory(workdir: str, step: int | None = None) -> str:
+    """`WORKDIR/checkpoints`, or the folder of checkpoint `step` in it (no orbax manager needed)."""
+    directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    return directory if step is None else os.path.join(directory, str(step))
+
+
 def _one_line(error: Exception, limit: int = 200) -> str:
     """`Type: first line of the message`, cut to `limit` characters (orbax errors span pages)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -70,7 +76,7 @@ class Checkpointer:
         create: bool = True,
     ):
         """`create=False` for restoring only (stage 2 reading stage 1): nothing is written."""
-        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+        self.directory = checkpoint_directory(workdir)
         policies = [checkpoint_managers.LatestN(keep)]
         if best_metric:
             policies.append(

@@ -126,9 +126,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     state = restore_or_init(init, abstract_state(init, mesh), checkpointer, total_steps=total_steps)
     run_dir.record_config(workdir, config)
     pretrained.write_pin(workdir, pin)
-    if int(jax.device_get(state.step)) == total_steps and os.path.exists(os.path.join(workdir, run_dir.SUMMARY_FILE)):
+    recorded = os.path.join(workdir, run_dir.SUMMARY_FILE)
+    if int(jax.device_get(state.step)) == total_steps and os.path.exists(recorded):
         checkpointer.close()
-        with open(os.path.join(workdir, run_dir.SUMMARY_FILE)) as f:
+        with open(recorded) as f:
             return json.load(f)  # finished: the recorded result, not a second scoring
     run_dir.write_parameter_overview(workdir, "linear_eval", state.params)
     shardings = state_shardings(state)

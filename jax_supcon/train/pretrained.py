@@ -19,7 +19,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from jax_supcon import models, optim
-from jax_supcon.checkpoint import Checkpointer
+from jax_supcon.checkpoint import Checkpointer, checkpoint_directory
 from jax_supcon.train import state as train_state
 from jax_supcon.train.workdir import MetricLogger, load_config, write_json
 
@@ -83,7 +83,7 @@ def restore_pretrained(pretrained_workdir: str, mesh: Mesh, which: str = "latest
 def checkpoint_fingerprint(pretrained_workdir: str, step: int) -> str:
     """A hash of checkpoint `step`'s file names, sizes and commit metadata: it changes when the
     checkpoint is rewritten (stage 1 trained again from scratch in the same workdir, say)."""
-    root = os.path.join(Checkpointer(pretrained_workdir, create=False).directory, str(step))
+    root = checkpoint_directory(pretrained_workdir, step)
     digest = hashlib.sha256()
     for folder, _, files in sorted(os.walk(root)):
         for name in sorted(files):
@@ -108,8 +108,7 @@ def restore_pinned(workdir: str, pretrained_workdir: str, mesh: Mesh, which: str
         pin = json.load(f)
     step = int(pin["step"])
     where = f"the stage-1 checkpoint this run started from (step {step} of {pretrained_workdir!r})"
-    steps = Checkpointer(pretrained_workdir, create=False).all_steps() if os.path.isdir(pretrained_workdir) else []
-    if step not in steps:
+    if not os.path.isdir(checkpoint_directory(pretrained_workdir, step)):
         raise ValueError(f"{where} is gone; pick a new --workdir to evaluate another checkpoint")
     if checkpoint_fingerprint(pretrained_workdir, step) != pin["fingerprint"]:
         raise ValueError(f"{where} has been rewritten since; pick a new --workdir to evaluate it")
