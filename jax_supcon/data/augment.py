@@ -119,7 +119,7 @@ def color_jitter(
         ops.append(lambda x: pix.adjust_hue(x, shift))
     if not ops:
         return image
-    clipped = [lambda x, op=op: jnp.clip(op(x), 0.0, 1.0) for op in ops]
+    clipped = [lambda x, op=op: jnp.clip(op(x), 0.0, 1.0).astype(x.dtype) for op in ops]
     order = jnp.argsort(u[4 : 4 + len(clipped)])  # a uniformly random permutation
     # A loop, not an unrolled sequence: each adjustment is traced once, not once per position.
     return jax.lax.fori_loop(0, len(clipped), lambda position, x: jax.lax.switch(order[position], clipped, x), image)
