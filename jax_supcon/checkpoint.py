@@ -77,6 +77,7 @@ class Checkpointer:
     ):
         """`create=False` for restoring only (stage 2 reading stage 1): nothing is written."""
         self.directory = checkpoint_directory(workdir)
+        self._best_metric = best_metric
         policies = [checkpoint_managers.LatestN(keep)]
         if best_metric:
             policies.append(
@@ -121,6 +122,11 @@ class Checkpointer:
         return self._manager.item_metadata(step).tree
 
     def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
+        """Save `state` as checkpoint `step`; `metrics` rank it for the best-checkpoint policy, and
+        a checkpoint whose metrics lack `best_metric` (undefined on a tiny test split) is kept only
+        as one of the latest."""
+        if metrics is not None and self._best_metric and metrics.get(self._best_metric) is None:
+            metrics = None
         self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:

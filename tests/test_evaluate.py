@@ -139,6 +139,20 @@ def test_perfectly_separated_embeddings_score_one_everywhere():
         assert got[key] == pytest.approx(1.0), key
 
 
+def test_undefined_retrieval_metrics_are_none_not_zero():
+    one = retrieval.retrieval_metrics(np.ones((1, 4)), np.array([3]))  # one query: nothing to retrieve or cluster
+    assert {k: one[k] for k in ("precision_at_1", "r_precision", "mean_average_precision_at_r", "nmi", "ami")} == {
+        "precision_at_1": None,
+        "r_precision": None,
+        "mean_average_precision_at_r": None,
+        "nmi": None,
+        "ami": None,
+    }
+    assert one["queries_without_match"] == 1
+    every_class_once = retrieval.retrieval_metrics(np.eye(3), np.arange(3))
+    assert every_class_once["precision_at_1"] is None and every_class_once["nmi"] is not None
+
+
 def test_cluster_scores_match_the_contingency_table_formulas():
     rng = np.random.default_rng(3)
     labels, clusters = rng.integers(0, 4, 60), rng.integers(0, 5, 60)
@@ -190,6 +204,11 @@ def test_embedding_maps_and_curves_are_written(tmp_path):
     labels = np.repeat(np.arange(3), 30)
     paths = visualize.embedding_maps(np.eye(3)[labels] + 0.1 * rng.normal(size=(90, 3)), labels, str(tmp_path))
     assert [os.path.basename(p) for p in paths[:2]] == ["test_pca.png", "test_tsne.png"]
+    # Too few points for t-SNE (its perplexity is at least 5), then for any map: skipped, not an error
+    assert visualize.embedding_maps(np.eye(4), np.arange(4), str(tmp_path / "four")) == [
+        str(tmp_path / "four" / "test_pca.png")
+    ]
+    assert visualize.embedding_maps(np.eye(2), np.arange(2), str(tmp_path / "two")) == []
     curves = visualize.training_curves(
         [{"step": s, "loss": 1 / s, "val/encoder/knn_top1": s / 10} for s in range(1, 5)], str(tmp_path / "c.png")
     )
@@ -234,6 +253,40 @@ def test_pretraining_validates_keeps_the_best_checkpoint_and_reports(pretrain_co
 
     with pytest.raises(ValueError, match=r"checkpoint='3'; allowed: 'latest', 'best' or one of the saved steps"):
         stage_one.restore_encoder(workdir, mesh, "3")
+
+
+def _tiny_folder(root, test_images):
+    """3 training classes of 12 images, and `test_images` [(class, count)] in the test split."""
+    rng = np.random.default_rng(0)
+    for split, counts in (("train", [(c, 12) for c in range(3)]), ("test", test_images)):
+        for label, count in counts:
+            os.makedirs(root / split / f"c{label}", exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                pixels[..., label] = 255
+                Image.fromarray(pixels).save(root / split / f"c{label}" / f"{i}.png")
+
+
+def test_a_one_image_test_split_skips_what_it_cannot_define_and_the_run_finishes(pretrain_config, tmp_path, caplog):
+    """No retrieval or clustering metric (absent, not 0) and no map, each said in a logged line;
+    summary.json and report.md are written, and a restart reports them."""
+    _tiny_folder(tmp_path / "data", [(0, 1)])
+    pretrain_config.data.name = f"folder:{tmp_path / 'data'}"
+    pretrain_config.update(dict(total_steps=2, eval_every_steps=2, plots=True, batch_size=8))
+    workdir = str(tmp_path / "run")
+    mesh = parallel.create_mesh(jax.devices()[:2])
+    with caplog.at_level("WARNING"):
+        summary = pretrain.train_and_evaluate(pretrain_config, workdir, mesh=mesh)
+    validated = [r for r in read_metrics(workdir) if "val/encoder/knn_top1" in r]
+    assert len(validated) == 1 and not any(value is None for value in validated[0].values())
+    assert not any(name in key for key in validated[0] for name in ("precision", "nmi", "ami"))
+    assert summary["val/encoder/knn_top1"] == validated[0]["val/encoder/knn_top1"]
+    assert not any(name.startswith("test_") for name in os.listdir(os.path.join(workdir, "plots")))
+    assert "plots: no embedding maps of test_encoder embeddings: 1 points, they need at least 3" in caplog.text
+    assert "undefined on this test split (1 images, 1 classes, 1 without another image" in caplog.text
+    assert os.path.exists(os.path.join(workdir, report.REPORT_FILE))
+    again = pretrain.train_and_evaluate(pretrain_config, workdir, mesh=mesh)
+    assert again["val/encoder/knn_top1"] == summary["val/encoder/knn_top1"]
 
 
 def test_metric_inputs_are_checked():

@@ -10,7 +10,9 @@
 With no reference the queries are their own reference, each query's self excluded. Ranking ties
 go to the lower reference index. Queries whose label no reference item has (R = 0) cannot
 retrieve anything: they are left out of the three retrieval means and counted in
-`queries_without_match`.
+`queries_without_match`. A metric that is undefined is None, never 0: the three retrieval means
+when no query has a match (one query, or every class once), NMI and AMI when the queries hold
+fewer than two classes.
 """
 
 from __future__ import annotations
@@ -70,8 +72,9 @@ def retrieval_metrics(
     reference_labels: np.ndarray | None = None,
     block_size: int = 1024,
     seed: int = 0,
-) -> dict[str, float]:
-    """precision_at_1, r_precision, mean_average_precision_at_r, nmi, ami (see module doc)."""
+) -> dict[str, float | None]:
+    """precision_at_1, r_precision, mean_average_precision_at_r, nmi, ami and
+    queries_without_match (see module doc; undefined metrics are None)."""
     embeddings, labels = np.asarray(embeddings), np.asarray(labels)
     if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
         raise ValueError(f"embeddings must be [N, D] and labels [N], got {embeddings.shape} and {labels.shape}")
@@ -116,16 +119,19 @@ def retrieval_metrics(
             )
         )
     p1, r_precision, map_r = (np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(3))
-    count = max(int(has_match.sum()), 1)
+
+    def matched_mean(values: np.ndarray) -> float | None:
+        return float(values[has_match].mean()) if has_match.any() else None
+
     metrics = {
-        "precision_at_1": float(p1[has_match].sum() / count),
-        "r_precision": float(r_precision[has_match].sum() / count),
-        "mean_average_precision_at_r": float(map_r[has_match].sum() / count),
+        "precision_at_1": matched_mean(p1),
+        "r_precision": matched_mean(r_precision),
+        "mean_average_precision_at_r": matched_mean(map_r),
         "queries_without_match": int((~has_match).sum()),
     }
     num_clusters = len(np.unique(labels))
     if num_clusters > 1:
         metrics |= cluster_scores(labels, kmeans_clusters(embeddings, num_clusters, seed))
     else:
-        metrics |= {"nmi": 0.0, "ami": 0.0}
+        metrics |= {"nmi": None, "ami": None}
     return metrics

@@ -4,6 +4,7 @@ metrics of the test split, on encoder features and on projection-head outputs.""
 from __future__ import annotations
 
 import numpy as np
+from absl import logging
 
 from jax_supcon.evaluate.knn import knn_accuracy
 from jax_supcon.evaluate.retrieval import retrieval_metrics
@@ -44,8 +45,10 @@ def embedding_metrics(
     seed: int = 0,
 ) -> dict[str, float]:
     """`val/{encoder,head}/knn_top1` (test queries, train reference) and the retrieval metrics of
-    the test split against itself, for both spaces."""
-    metrics = {}
+    the test split against itself, for both spaces. Metrics the test split cannot define (see
+    `retrieval_metrics`: a split too small to retrieve or cluster anything) are left out, said
+    once in a logged line; they are never reported as 0."""
+    metrics: dict[str, float | None] = {}
     for prefix, key in SPACES.items():
         metrics[f"val/{prefix}/knn_top1"] = knn_accuracy(
             test[key],
@@ -58,4 +61,17 @@ def embedding_metrics(
         )
         retrieval = retrieval_metrics(test[key], test["labels"], seed=seed)
         metrics |= {f"val/{prefix}/{name}": retrieval[name] for name in RETRIEVAL_KEYS}
-    return metrics
+    undefined = sorted({key.rsplit("/", 1)[-1] for key, value in metrics.items() if value is None})
+    if undefined:
+        labels = np.asarray(test["labels"])
+        logging.log_first_n(
+            logging.WARNING,
+            "validation: %s undefined on this test split (%d images, %d classes, %d without another image "
+            "of their class); not logged",
+            1,
+            ", ".join(undefined),
+            len(labels),
+            len(np.unique(labels)),
+            retrieval["queries_without_match"],
+        )
+    return {key: value for key, value in metrics.items() if value is not None}

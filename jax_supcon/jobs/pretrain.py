@@ -158,7 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
                 seed=config.seed,
             )
     records = run.logger.records()
-    validated = [r for r in records if config.best_metric and config.best_metric in r]
+    validated = [r for r in records if any(key in r for key in validation.VALIDATION_METRICS)]
     summary = loop.run_summary("pretrain", total_steps, last, started, mesh) | {
         k: v for k, v in (validated[-1] if validated else {}).items() if k != "step"
     }

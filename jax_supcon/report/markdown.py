@@ -10,6 +10,8 @@ REPORT_FILE = "report.md"
 
 
 def _format(value) -> str:
+    if value is None:  # a metric the data cannot define (see evaluate.retrieval)
+        return "undefined"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
     return str(value)

@@ -7,11 +7,18 @@ from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
+from absl import logging
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 PLOTS_DIR = "plots"
+MIN_PCA_POINTS = 3  # a 2-D map of fewer points shows nothing (scikit-learn's PCA needs 2)
+MIN_NEIGHBOUR_POINTS = 6  # t-SNE needs more points than its perplexity, which is at least 5 here
+
+
+def _skipped(what: str, name: str, count: int, minimum: int) -> None:
+    logging.warning("plots: no %s of %s embeddings: %d points, they need at least %d", what, name, count, minimum)
 
 
 def _point_size(count: int) -> float:
@@ -62,7 +69,12 @@ def embedding_maps(
     seed: int = 0,
     max_points: int = 5000,
 ) -> list[str]:
-    """PCA, t-SNE and (if umap-learn is installed) UMAP maps of `embeddings`; returns the paths."""
+    """PCA, t-SNE and (if umap-learn is installed) UMAP maps of `embeddings`; returns the paths.
+    A split too small for a map (PCA needs `MIN_PCA_POINTS`, t-SNE and UMAP `MIN_NEIGHBOUR_POINTS`)
+    does not get it, said in one logged line."""
+    if len(labels) < MIN_PCA_POINTS:
+        _skipped("embedding maps", name, len(labels), MIN_PCA_POINTS)
+        return []
     os.makedirs(directory, exist_ok=True)
     rng = np.random.default_rng(seed)
     if len(labels) > max_points:
@@ -81,6 +93,9 @@ def embedding_maps(
             os.path.join(directory, f"{name}_pca.png"),
         )
     ]
+    if len(labels) < MIN_NEIGHBOUR_POINTS:
+        _skipped("t-SNE and UMAP maps", name, len(labels), MIN_NEIGHBOUR_POINTS)
+        return paths
     perplexity = float(min(30.0, max(5.0, (len(labels) - 1) / 3)))
     points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(embeddings)
     paths.append(
@@ -90,7 +105,7 @@ def embedding_maps(
         import umap  # optional dependency
     except ImportError:
         return paths
-    points = umap.UMAP(random_state=seed).fit_transform(embeddings)
+    points = umap.UMAP(n_neighbors=min(15, len(labels) - 1), random_state=seed).fit_transform(embeddings)
     paths.append(
         _scatter(points, labels, f"UMAP of {name} embeddings ({count})", os.path.join(directory, f"{name}_umap.png"))
     )
