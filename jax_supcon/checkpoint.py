@@ -7,7 +7,9 @@ killed mid-save leaves the previous checkpoint intact and the next start resumes
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -50,6 +52,26 @@ def checkpoint_directory(workdir: str, step: int | None = None) -> str:
     """`WORKDIR/checkpoints`, or the folder of checkpoint `step` in it (no orbax manager needed)."""
     directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
     return directory if step is None else os.path.join(directory, str(step))
+
+
+def tree_bytes(tree: Any) -> int:
+    """Bytes of the arrays (or `jax.ShapeDtypeStruct`s) in `tree`: about one checkpoint's size."""
+    import jax
+    import numpy as np
+
+    return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree))
+
+
+def free_bytes(path: str) -> int:
+    """Free space on the file system that holds `path` (or would hold it: its nearest existing parent)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB"
 
 
 def _one_line(error: Exception, limit: int = 200) -> str:
@@ -121,13 +143,47 @@ class Checkpointer:
         """The saved tree of checkpoint `step`: shapes and dtypes, no data (to restore any job's state)."""
         return self._manager.item_metadata(step).tree
 
+    def check_space(self, tree: Any, step: int | None = None) -> None:
+        """A one-line ValueError when the checkpoint folder's file system has less free space than one
+        checkpoint of `tree` (its array bytes): at the start, before anything is compiled, and before
+        each save, so a full disk stops the run cleanly instead of in orbax's writer threads."""
+        need, free = tree_bytes(tree), free_bytes(self.directory)
+        if free >= need:
+            return
+        latest = self.latest_step()
+        kept = "no checkpoint is saved yet" if latest is None else f"the newest checkpoint is step {latest}"
+        what = "a checkpoint" if step is None else f"checkpoint {step}"
+        raise ValueError(
+            f"no space for {what} in {self.directory}: {_megabytes(free)} free, a checkpoint of this run takes "
+            f"about {_megabytes(need)}; {kept}. Free some space and run the same command again"
+        )
+
+    @contextlib.contextmanager
+    def _no_space_in_one_line(self) -> Iterator[None]:
+        """The disk filled up while orbax wrote (another program took the space): one line, not pages."""
+        try:
+            yield
+        except Exception as error:
+            if "No space left on device" not in str(error) and getattr(error, "errno", None) != errno.ENOSPC:
+                raise
+            latest = self.latest_step()
+            kept = "no checkpoint is saved yet" if latest is None else f"the newest checkpoint is step {latest}"
+            raise ValueError(
+                f"no space left on device writing a checkpoint in {self.directory}; {kept}. Free some space "
+                "and run the same command again"
+            ) from None
+
     def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
         """Save `state` as checkpoint `step`; `metrics` rank it for the best-checkpoint policy, and
         a checkpoint whose metrics lack `best_metric` (undefined on a tiny test split) is kept only
         as one of the latest."""
         if metrics is not None and self._best_metric and metrics.get(self._best_metric) is None:
             metrics = None
-        self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+        with self._no_space_in_one_line():
+            self._manager.wait_until_finished()  # as orbax does first; then the free space is settled
+        self.check_space(state, step)
+        with self._no_space_in_one_line():
+            self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
         """Restore into the shapes, dtypes and shardings of `abstract_state` (from eval_shape)."""
@@ -180,9 +236,12 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        with self._no_space_in_one_line():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
         """Wait for pending asynchronous saves, then release the manager."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            self._manager.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -78,6 +78,7 @@ def initialize_distributed(
     process_id: int | None = None,
     *,
     auto: bool = False,
+    before_start: Callable[[], None] | None = None,
 ) -> bool:
     """Start JAX's multi-controller runtime if this process is one of several; returns whether it did.
 
@@ -85,6 +86,8 @@ def initialize_distributed(
     (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`; `launch/local.sh` does),
     else, with `auto`, from JAX's cluster detection (SLURM, Cloud TPU VMs, Open MPI, Kubernetes).
     Nothing set and no `auto`: a single-process run. CPU collectives go over gloo.
+    `before_start` runs just before the runtime starts (the CLI gives SIGTERM back there, for JAX's
+    preemption notice to take it).
     """
     coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
     num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
@@ -104,5 +107,7 @@ def initialize_distributed(
     if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
         raise ValueError(f"process_id={process_id} must be in [0, num_processes={num_processes})")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if before_start is not None:
+        before_start()
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
     return True

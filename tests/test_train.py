@@ -17,6 +17,7 @@ from conftest import TINY_CLI, read_metrics
 from jax_supcon import parallel
 from jax_supcon.jobs import linear_eval, pretrain
 from jax_supcon.train import pretrained as stage_one
+from jax_supcon.train.state import jit_train_step as stage_jit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -480,6 +481,45 @@ def test_one_run_per_workdir_a_stale_lock_is_taken_over_and_unusable_workdirs_ar
             pretrain.train_and_evaluate(pretrain_config, str(workdir), mesh=mesh)
 
 
+def test_a_full_disk_is_one_line_at_the_start_and_mid_run_and_the_run_resumes(
+    pretrain_config, tmp_path, mesh, monkeypatch
+):
+    from jax_supcon import checkpoint
+
+    pretrain_config.update(dict(total_steps=3, checkpoint_every_steps=1))
+    run = tmp_path / "run"
+    monkeypatch.setattr(checkpoint, "free_bytes", lambda path: 1000)
+    with pytest.raises(ValueError, match=r"no space for a checkpoint in .*: 0.0 MiB free, a checkpoint of this run"):
+        pretrain.train_and_evaluate(pretrain_config, str(run), mesh=mesh)
+    assert not run.exists()  # refused before anything was compiled or written
+    saves = []  # room for one checkpoint only
+
+    def room_for_one(path):
+        saves.append(path)
+        return 10**12 if len(saves) <= 2 else 1000  # the start's check and the first save
+
+    monkeypatch.setattr(checkpoint, "free_bytes", room_for_one)
+    with pytest.raises(ValueError, match=r"no space for checkpoint 2 in .*; the newest checkpoint is step 1\. Free"):
+        pretrain.train_and_evaluate(pretrain_config, str(run), mesh=mesh)
+    assert os.listdir(run / "checkpoints") == ["1"]
+    monkeypatch.setattr(checkpoint, "free_bytes", lambda path: 10**12)
+    assert pretrain.train_and_evaluate(pretrain_config, str(run), mesh=mesh)["steps"] == 3
+    assert [m["step"] for m in read_metrics(run) if "loss" in m] == [1, 2, 3]
+
+    class FullDisk:  # the disk filled up under orbax's writer threads
+        def wait_until_finished(self):
+            raise ValueError('RESOURCE_EXHAUSTED: Error writing "params": No space left on device [28]\n...')
+
+        def latest_step(self):
+            return 3
+
+    saver = checkpoint.Checkpointer(str(run))
+    real, saver._manager = saver._manager, FullDisk()
+    with pytest.raises(ValueError, match=r"^no space left on device writing a checkpoint in .*; the newest checkpoint"):
+        saver.wait()
+    real.close()
+
+
 def test_two_runs_started_together_in_one_workdir_leave_one_run(tmp_path):
     args = [*TINY_CLI, f"--workdir={tmp_path / 'run'}", "--config.total_steps=4", "--config.log_every_steps=1"]
     procs = [start_cli(args, stderr=subprocess.PIPE) for _ in range(2)]
@@ -552,6 +592,52 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_the_run_resumes(tmp_path
     resumed = run_cli(*[a for a in args if "total_steps" not in a], f"--config.total_steps={step + 2}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [m["step"] for m in read_metrics(tmp_path)][-2:] == [step + 1, step + 2]
+
+
+def _sigterm_first(fn, *, on_call: int = 1):
+    """`fn` that sends this process SIGTERM at its `on_call`-th call, then does its work."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == on_call:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def test_sigterm_outside_the_step_loop_stops_cleanly_and_never_loses_the_summary(
+    pretrain_config, tmp_path, mesh, monkeypatch
+):
+    """SIGTERM at start-up, during the first step's compilation, in the last step and during the
+    final embedding: `Preempted` (exit 0 in the CLI) with what could be saved, or the finished run."""
+    from jax_supcon.evaluate import embeddings
+    from jax_supcon.train import inputs, loop
+
+    pretrain_config.plots = True
+    workdir = tmp_path / "run"
+    with monkeypatch.context() as patch:  # start-up (data loading): nothing to save
+        patch.setattr(inputs, "load_training_data", _sigterm_first(inputs.load_training_data))
+        with pytest.raises(loop.Preempted, match="before the first step of this start; the run is at step 0 of 3"):
+            pretrain.train_and_evaluate(pretrain_config, str(workdir), mesh=mesh)
+    assert not list(workdir.glob("checkpoints/*"))
+    with monkeypatch.context() as patch:  # the first call compiles the step: step 1 is saved
+        patch.setattr(pretrain, "jit_train_step", lambda *a, **k: _sigterm_first(stage_jit(*a, **k)))
+        with pytest.raises(loop.Preempted, match="saved a checkpoint at step 1 of 3"):
+            pretrain.train_and_evaluate(pretrain_config, str(workdir), mesh=mesh)
+    assert os.listdir(workdir / "checkpoints") == ["1"]
+    with monkeypatch.context() as patch:  # the last step: saved, and the final phase is left to the next start
+        patch.setattr(pretrain, "jit_train_step", lambda *a, **k: _sigterm_first(stage_jit(*a, **k), on_call=2))
+        with pytest.raises(loop.Preempted, match="training finished and saved at step 3; the final evaluation"):
+            pretrain.train_and_evaluate(pretrain_config, str(workdir), mesh=mesh)
+    assert "3" in os.listdir(workdir / "checkpoints") and not (workdir / "summary.json").exists()
+    with monkeypatch.context() as patch:  # during the final embedding: the run finishes its summary
+        patch.setattr(embeddings, "compute_embeddings", _sigterm_first(embeddings.compute_embeddings))
+        summary = pretrain.train_and_evaluate(pretrain_config, str(workdir), mesh=mesh)
+    assert summary["steps"] == 3 and (workdir / "summary.json").exists() and (workdir / "report.md").exists()
+    assert (workdir / "plots" / "test_encoder_pca.png").exists()
+    assert [m["step"] for m in read_metrics(workdir) if "loss" in m] == [1, 2, 3]
 
 
 def test_sigkill_and_the_same_command_again_log_the_losses_of_an_uninterrupted_run(tmp_path):

@@ -64,3 +64,15 @@ def start(main: Callable[[list[str]], None], *, description: str, module_name: s
         app.run(main)
     else:
         app.run(main, flags_parser=flags_parser)
+
+
+def main_command() -> None:
+    """Entry point of `jax-supcon` (and `python -m jax_supcon.main`). SIGTERM becomes a request to
+    stop before anything else loads, so a run pre-empted even while Python imports JAX exits 0
+    (see `jax_supcon.train.preemption`); then `jax_supcon.cli.main.run`."""
+    from jax_supcon.train import preemption
+
+    with preemption.sigterm_requests_stop():
+        from jax_supcon.cli import main
+
+        main.run()

@@ -13,10 +13,11 @@ from jax_supcon.config import validate_config
 from jax_supcon.data import sources
 from jax_supcon.evaluate import embeddings
 from jax_supcon.evaluate.retrieval import retrieval_metrics
-from jax_supcon.train import pretrained
+from jax_supcon.train import preemption, pretrained
 from jax_supcon.train import workdir as run_dir
 
 
+@preemption.stops_on_sigterm
 @run_dir.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Write `embeddings_{split}.npz` (`encoder`, `projection`, `labels`, `ids`: position in the
@@ -32,6 +33,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     variables = pretrained.pretrained_variables(
         state, pre_config, config.pretrained_ema
     )  # before the workdir is touched
+    preemption.stop_if_requested("stopped before computing the embeddings; nothing written")
     run_dir.prepare_workdir(workdir, config)
     pretrained.write_pin(workdir, pin)
     forward = embeddings.embedding_forward(model, config.augment)
@@ -41,6 +43,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     if parallel.is_main_process():
         np.savez(f"{path}.tmp.npz", **arrays)
         os.replace(f"{path}.tmp.npz", path)
+        preemption.stop_if_requested(f"{path} written; the same command makes it again with the maps and summary")
         if config.plots:
             from jax_supcon.report import plots as report_plots
 

@@ -19,7 +19,7 @@ from jax_supcon import losses, models, optim, parallel
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.data import augment, pipeline
 from jax_supcon.evaluate import classification, embeddings
-from jax_supcon.train import inputs, loop, pretrained
+from jax_supcon.train import inputs, loop, preemption, pretrained
 from jax_supcon.train import workdir as run_dir
 from jax_supcon.train.state import (
     abstract_state,
@@ -99,6 +99,7 @@ def feature_batches(
     return parallel.prefetch_to_device(host_batches(), mesh, config.data.prefetch_to_device)
 
 
+@preemption.stops_on_sigterm
 @run_dir.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) linear evaluation in `workdir`; returns the summary with test top-1 and top-5."""
@@ -152,6 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     started = time.perf_counter()
     with loop.training_run(workdir, "linear_eval", config, checkpointer) as run:
         state, last = run.run_steps(state, train_step, batches, total_steps)
+        preemption.stop_if_requested(loop.finished_training(total_steps))
         variables = {"classifier": state.variables(config.eval_with_ema)["params"], "encoder": frozen}
         accuracy = classification.top_k_accuracy(
             logits, variables, test_source, mesh, batch_size=config.eval_batch_size

@@ -16,7 +16,7 @@ from jax_supcon import losses, models, parallel
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.data import augment
 from jax_supcon.evaluate import embeddings, validation
-from jax_supcon.train import inputs, loop, pretrained
+from jax_supcon.train import inputs, loop, preemption, pretrained
 from jax_supcon.train import workdir as run_dir
 from jax_supcon.train.state import (
     TrainState,
@@ -91,6 +91,7 @@ def pretrain_step(
     return new_state, metrics
 
 
+@preemption.stops_on_sigterm
 @run_dir.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) stage-1 pretraining in `workdir`; returns the summary it writes."""
@@ -146,6 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     with loop.training_run(workdir, "pretrain", config, checkpointer) as run:
         state, last = run.run_steps(state, train_step, batches, total_steps, evaluate if validating else None)
         if config.plots:  # a collective: every process takes part (or none, when validation has it)
+            preemption.stop_if_requested(loop.finished_training(total_steps))
             test = latest_test.get(total_steps) or embed(state, test_source)
         if config.plots and parallel.is_main_process():
             from jax_supcon.report import plots as report_plots

@@ -15,7 +15,7 @@ from jax_supcon import losses, models, optim
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.data import augment
 from jax_supcon.evaluate import classification
-from jax_supcon.train import inputs, loop
+from jax_supcon.train import inputs, loop, preemption
 from jax_supcon.train import workdir as run_dir
 from jax_supcon.train.state import (
     abstract_state,
@@ -46,6 +46,7 @@ def supervised_step(state, batch, *, model, tx, schedule, config):
     return new_state, metrics
 
 
+@preemption.stops_on_sigterm
 @run_dir.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) the cross-entropy baseline in `workdir`; returns the summary with test top-1/top-5."""
@@ -80,6 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     started = time.perf_counter()
     with loop.training_run(workdir, "supervised", config, checkpointer) as run:
         state, last = run.run_steps(state, train_step, batches, total_steps)
+        preemption.stop_if_requested(loop.finished_training(total_steps))
         accuracy = classification.top_k_accuracy(
             logits, state.variables(config.eval_with_ema), test_source, mesh, batch_size=config.eval_batch_size
         )

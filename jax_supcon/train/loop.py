@@ -20,6 +20,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jax_supcon.checkpoint import Checkpointer
+from jax_supcon.train import preemption
+from jax_supcon.train.preemption import Preempted
 from jax_supcon.train.state import FINITE, TrainState
 from jax_supcon.train.workdir import MetricLogger
 
@@ -28,41 +30,14 @@ class TrainingDiverged(RuntimeError):
     """The loss or the state became NaN or infinite; the run stopped and kept its last good checkpoint."""
 
 
-class Preempted(Exception):  # noqa: N818 (an outcome, not an error: the CLI exits 0)
-    """SIGTERM arrived; the run saved a checkpoint at the step it had reached and stopped."""
+def _should_stop(step: int) -> bool:
+    """Whether to save and stop after `step`: SIGTERM arrived (single process), or every process
+    reached JAX's preemption sync point (multi-process: they all stop at the same step)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
 
-
-class _StopOnSigterm:
-    """Turns SIGTERM into a flag the step loop reads (single process), or asks JAX's preemption
-    sync point, which makes every process stop at the same step (multi-process)."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def should_stop(self, step: int) -> bool:
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            return multihost_utils.reached_preemption_sync_point(step)
-        return self.requested
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            import signal
-
-            signal.signal(signal.SIGTERM, self._previous)
+        return multihost_utils.reached_preemption_sync_point(step)
+    return preemption.requested()
 
 
 def _check_finite(pending: list[tuple[int, dict]], checkpointer: Checkpointer) -> list[dict]:
@@ -100,13 +75,20 @@ def run_steps(
     devices on log, evaluation and checkpoint steps only. `train_step` comes from
     `state.jit_train_step`: a step whose loss or new state is NaN or infinite raises
     `TrainingDiverged` before any checkpoint of a diverged state is written; SIGTERM saves a
-    checkpoint at the step reached and raises `Preempted`."""
+    checkpoint at the step reached and raises `Preempted` (and SIGTERM before the first step raises
+    it at once: see `preemption`)."""
     start = int(jax.device_get(state.step))
+    single_process = jax.process_count() == 1
+    if single_process:
+        preemption.stop_if_requested(
+            f"stopped before the first step of this start; the run is at step {start} of {total_steps}, "
+            "nothing new to save; start again to go on"
+        )
     logger.drop_after(start)
     pending: list[tuple[int, dict]] = []
     last = logger.last_record()
     tick, tick_step = time.perf_counter(), start
-    with _StopOnSigterm() as sigterm:
+    with preemption.sigterm_requests_stop(enabled=single_process):
         for step in range(start + 1, total_steps + 1):
             state, metrics = train_step(state, next(batches))
             pending.append((step, metrics))
@@ -123,7 +105,7 @@ def run_steps(
                 _check_finite(pending, checkpointer)
                 evaluated = evaluate(state)
                 logger.write(step, evaluated)
-            stop = sigterm.should_stop(step)
+            stop = _should_stop(step)
             if step % config.checkpoint_every_steps == 0 or step == total_steps or stop:
                 _check_finite(pending, checkpointer)
                 checkpointer.save(step, state, metrics=evaluated)
@@ -173,6 +155,14 @@ def training_run(
     finally:
         checkpointer.close()
         logger.close()
+
+
+def finished_training(total_steps: int) -> str:
+    """What a SIGTERM after the last step leaves (see `preemption.stop_if_requested`)."""
+    return (
+        f"training finished and saved at step {total_steps}; the final evaluation, summary and report are made "
+        "when the same command runs again"
+    )
 
 
 def run_summary(job: str, total_steps: int, last: dict[str, float], started: float, mesh: Mesh) -> dict:

@@ -126,7 +126,9 @@ def restore_or_init(
     """The newest readable checkpoint in the workdir if there is one (resume; damaged newer ones
     are set aside, see `Checkpointer.restore_newest_readable`), else a fresh sharded init;
     `target` is `abstract_state(init, mesh)`. A run of `total_steps` shorter than its checkpoint
-    is refused: it would report the state of a longer run as its own."""
+    is refused: it would report the state of a longer run as its own. A file system without room
+    for one checkpoint is refused here too, before anything is compiled."""
+    checkpointer.check_space(target)
     if checkpointer.latest_step() is None:
         return init_state(init, target)
     state, step = checkpointer.restore_newest_readable(target)

@@ -77,7 +77,7 @@ def exclusive(workdir: str) -> Iterator[None]:
     Process 0 holds it for every process of a multi-process job. On a shared file system the lock
     is as good as its flock support (NFSv4 and Lustre/GPFS with flock enabled: yes; NFSv3 without
     lockd, or a file system mounted without flock: no exclusion). A workdir this call created is
-    removed again when the run leaves nothing in it but the lock."""
+    removed again when the run leaves nothing in it but the lock (and an empty checkpoints/)."""
     if not is_main_process():
         yield
         return
@@ -106,8 +106,10 @@ def exclusive(workdir: str) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)  # releases the lock
-        if created and not os.listdir(workdir):
-            os.rmdir(workdir)
+        if created:  # a run refused before it wrote anything leaves no folder behind
+            for empty in (os.path.join(workdir, "checkpoints"), workdir):
+                with contextlib.suppress(OSError):
+                    os.rmdir(empty)
 
 
 def holds_workdir(job: Callable[..., dict]) -> Callable[..., dict]:
