@@ -6,6 +6,13 @@ before JAX initialises its backend). A 1-device run in the same process uses a m
 import os
 
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
+# One persistent XLA compilation cache for the session, its test workers and the CLI processes the
+# tests start: most tests compile the same tiny programs, and a hit costs milliseconds instead of a
+# compilation (a tiny pretraining run: 13.5 s cold, 6.0 s warm). It lives in .pytest_cache.
+_CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, ".pytest_cache", "jax-compilation")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.normpath(_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import json  # noqa: E402
 
