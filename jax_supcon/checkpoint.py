@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -24,28 +25,48 @@ DAMAGED_SUFFIX = ".damaged"  # a checkpoint that did not restore is renamed <ste
 
 
 @contextlib.contextmanager
-def _stderr_kept_on_success(grace_s: float = 0.5) -> Iterator[None]:
-    """Hold what is written to file descriptor 2 inside the block (and `grace_s` after a failure)
-    and pass it on only if the block succeeds: a failed orbax read leaves tensorstore callbacks that
-    print "Event loop is closed" tracebacks from other threads, while the caller reports the
-    failure in one line."""
+def _stderr_held() -> Iterator[Callable[[], None]]:
+    """Hold what is written to file descriptor 2 inside the block and pass it on at its end, unless
+    the block calls the `discard` it is given (or raises)."""
     sys.stderr.flush()
     saved = os.dup(2)
+    keep = [True]
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
-        failed = True
         try:
-            yield
-            failed = False
+            yield lambda: keep.clear()
+        except BaseException:
+            keep.clear()
+            raise
         finally:
-            if failed:
-                time.sleep(grace_s)
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            if not failed:
+            if keep:
                 held.seek(0)
                 os.write(2, held.read())
+
+
+def _drop_orbax_read_leftovers() -> None:
+    """After a failed orbax read, Python reports each of its abandoned read coroutines when it is
+    collected ("Exception ignored in: <coroutine ...>" and a page of TensorStore spec, thousands of
+    lines for one truncated file, at any later moment), and tensorstore's callbacks of that read
+    find orbax's event loop closed. The failure itself is reported in one line, so from then on
+    those reports are dropped; any other unraisable exception passes as before."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_orbax_leftovers", False):
+        return
+
+    def hook(unraisable) -> None:
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+            return
+        if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+            return  # a tensorstore callback of the failed read, scheduled on orbax's finished event loop
+        previous(unraisable)
+
+    hook.drops_orbax_leftovers = True
+    sys.unraisablehook = hook
 
 
 def checkpoint_directory(workdir: str, step: int | None = None) -> str:
@@ -76,7 +97,8 @@ def _megabytes(count: int) -> str:
 
 def _one_line(error: Exception, limit: int = 200) -> str:
     """`Type: first line of the message`, cut to `limit` characters (orbax errors span pages)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = str(error).split(" See full TensorStore details", 1)[0]  # then a page of spec
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
     text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -190,7 +212,11 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        try:
+            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        except Exception:
+            _drop_orbax_read_leftovers()
+            raise
 
     def restore_newest_readable(self, abstract_state: Any) -> tuple[Any, int]:
         """(state, step) of the newest checkpoint that restores. Newer ones that do not (truncated,
@@ -199,11 +225,9 @@ class Checkpointer:
         problem, and nothing renamed."""
         failures: list[tuple[int, str]] = []
         for step in reversed(self.all_steps()):
-            try:
-                with _stderr_kept_on_success():
-                    state = self.restore(abstract_state, step)
-            except Exception as error:  # noqa: BLE001 (any failure to read makes the checkpoint unusable)
-                failures.append((step, _one_line(error)))
+            state, problem = self._try_restore(abstract_state, step)
+            if problem is not None:
+                failures.append((step, problem))
                 continue
             for bad, why in failures:
                 self._set_aside(bad, why, resume_step=step)
@@ -215,6 +239,21 @@ class Checkpointer:
             f"no readable checkpoint in {self.directory}: step {newest} ({why}) and {len(failures) - 1} older; "
             "nothing was changed (move the workdir aside to start afresh)"
         )
+
+    def _try_restore(self, abstract_state: Any, step: int, grace_s: float = 0.5) -> tuple[Any, str | None]:
+        """(state, None), or (None, why in one line) when checkpoint `step` does not restore. A failed
+        orbax read leaves pages of reports behind (tracebacks from tensorstore callbacks in other
+        threads, abandoned coroutines and futures reported when collected): they are collected here,
+        while stderr is held, and dropped."""
+        with _stderr_held() as discard:
+            try:
+                return self.restore(abstract_state, step), None
+            except Exception as error:  # noqa: BLE001 (any failure to read makes the checkpoint unusable)
+                why = _one_line(error)
+            time.sleep(grace_s)  # the other threads' callbacks
+            gc.collect()  # the abandoned reads, now that the exception is gone
+            discard()
+            return None, why
 
     def _set_aside(self, step: int, why: str, *, resume_step: int) -> None:
         import jax
