@@ -30,6 +30,7 @@ def test_loss_benchmark_prints_one_json_line_per_case():
     for record in records:
         assert "error" not in record, record
         assert record["time_s"] > 0 and record["peak_rss_gib"] > 0 and record["xla_temp_gib"] >= 0
+        assert record["three_matmuls_s"] > 0 and record["vs_three_matmuls"] > 0  # the floor, same process
 
 
 def test_unknown_benchmark_is_a_usage_error():

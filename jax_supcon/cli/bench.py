@@ -8,7 +8,8 @@
 (or `python -m jax_supcon.bench ...`). `loss` and `step` on resident data need no TensorFlow.
 
 `loss`: time and peak memory of `jax.value_and_grad(supcon_loss)` for N images x views x dim,
-unchunked and chunked. Each case runs in a fresh subprocess, so its peak resident memory
+unchunked and chunked, next to its floor: its three N^2 d matmuls alone, timed in the same process
+(`three_matmuls_s`; `vs_three_matmuls` is the ratio). Each case runs in a fresh subprocess, so its peak resident memory
 (`peak_rss_gib`, the whole process: runtime + inputs + loss) is its own; `xla_temp_gib` is
 XLA's planned scratch memory for the compiled program. An unchunked case whose plan exceeds
 `--max_gib` is reported as skipped with its planned size instead of being run.
@@ -114,12 +115,36 @@ def run_loss_case(images: int, chunk_size: int | None) -> dict:
     # Matmul work of the default path: logits (N^2 d) + two gradient products; x2 flops per MAC.
     flops = 3 * 2 * n * n * _DIM.value
     median = float(np.median(times))
+    floor = (
+        _three_matmuls_s(features.reshape(n, -1), _REPEATS.value) if 2 * n * n * 4 <= _MAX_GIB.value * 2**30 else None
+    )
     return record | {
         "time_s": round(median, 4),
         "matmul_gflop_per_s": round(flops / median / 1e9, 1),
+        "three_matmuls_s": None if floor is None else round(floor, 4),
+        "vs_three_matmuls": None if floor is None else round(median / floor, 2),
         "peak_rss_gib": _gib(_peak_rss_bytes()),
         "device": jax.devices()[0].device_kind,
     }
+
+
+def _three_matmuls_s(features, repeats: int) -> float:
+    """The loss's floor on this device: the median time of its three N^2 d matmuls alone (logits
+    `Z Z^T`, then `G Z` and `G^T Z` for an `[N, N]` gradient `G`), in one compiled program."""
+    import jax
+
+    def matmuls(z, g):
+        return z @ z.T, g @ z, g.T @ z
+
+    g = jax.numpy.full((features.shape[0],) * 2, 1e-3, features.dtype)
+    compiled = jax.jit(matmuls).lower(features, g).compile()
+    jax.block_until_ready(compiled(features, g))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(features, g))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def loss_benchmark() -> None:
@@ -127,7 +152,8 @@ def loss_benchmark() -> None:
     for size in (int(s) for s in _SIZES.value):
         for chunk in (None, _CHUNK.value):
             argv = [sys.executable, "-m", "jax_supcon.bench", "loss", f"--case={size}:{chunk or 0}"]
-            argv += [f"--{f}={flags.FLAGS[f].value}" for f in ("views", "dim", "classes", "repeats", "max_gib")]
+            names = ("views", "dim", "classes", "repeats", "max_gib")
+            argv += [f"--{f}={flags.FLAGS[f].value}" for f in names]
             result = subprocess.run(
                 argv, capture_output=True, text=True, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
             )
