@@ -172,13 +172,16 @@ class Checkpointer:
         need, free = tree_bytes(tree), free_bytes(self.directory)
         if free >= need:
             return
-        latest = self.latest_step()
-        kept = "no checkpoint is saved yet" if latest is None else f"the newest checkpoint is step {latest}"
         what = "a checkpoint" if step is None else f"checkpoint {step}"
         raise ValueError(
             f"no space for {what} in {self.directory}: {_megabytes(free)} free, a checkpoint of this run takes "
-            f"about {_megabytes(need)}; {kept}. Free some space and run the same command again"
+            f"about {_megabytes(need)}; {self._what_is_kept()}"
         )
+
+    def _what_is_kept(self) -> str:
+        latest = self.latest_step()
+        kept = "no checkpoint is saved yet" if latest is None else f"the newest checkpoint is step {latest}"
+        return f"{kept}. Free some space and run the same command again"
 
     @contextlib.contextmanager
     def _no_space_in_one_line(self) -> Iterator[None]:
@@ -188,11 +191,8 @@ class Checkpointer:
         except Exception as error:
             if "No space left on device" not in str(error) and getattr(error, "errno", None) != errno.ENOSPC:
                 raise
-            latest = self.latest_step()
-            kept = "no checkpoint is saved yet" if latest is None else f"the newest checkpoint is step {latest}"
             raise ValueError(
-                f"no space left on device writing a checkpoint in {self.directory}; {kept}. Free some space "
-                "and run the same command again"
+                f"no space left on device writing a checkpoint in {self.directory}; {self._what_is_kept()}"
             ) from None
 
     def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:

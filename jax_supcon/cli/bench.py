@@ -103,18 +103,10 @@ def run_loss_case(images: int, chunk_size: int | None) -> dict:
     }
     if memory and memory.temp_size_in_bytes > _MAX_GIB.value * 2**30:
         return record | {"skipped": f"needs {_gib(memory.temp_size_in_bytes)} GiB > --max_gib={_MAX_GIB.value}"}
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(features, labels))
-    warmup_s = time.perf_counter() - start
-    times = []
-    for _ in range(1 if warmup_s > 20 else _REPEATS.value):  # minutes-long cases: one timed run
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(features, labels))
-        times.append(time.perf_counter() - start)
+    median = _median_s(lambda: compiled(features, labels), _REPEATS.value)
     n = images * _VIEWS.value
     # Matmul work of the default path: logits (N^2 d) + two gradient products; x2 flops per MAC.
     flops = 3 * 2 * n * n * _DIM.value
-    median = float(np.median(times))
     floor = (
         _three_matmuls_s(features.reshape(n, -1), _REPEATS.value) if 2 * n * n * 4 <= _MAX_GIB.value * 2**30 else None
     )
@@ -138,11 +130,20 @@ def _three_matmuls_s(features, repeats: int) -> float:
 
     g = jax.numpy.full((features.shape[0],) * 2, 1e-3, features.dtype)
     compiled = jax.jit(matmuls).lower(features, g).compile()
-    jax.block_until_ready(compiled(features, g))
+    return _median_s(lambda: compiled(features, g), repeats)
+
+
+def _median_s(call, repeats: int) -> float:
+    """Median seconds of `call()` (synced) over `repeats` runs after one warm-up run; a warm-up over
+    20 s (a minutes-long case) is followed by one timed run only."""
+    import jax
+
+    start = time.perf_counter()
+    jax.block_until_ready(call())
     times = []
-    for _ in range(repeats):
+    for _ in range(1 if time.perf_counter() - start > 20 else repeats):
         start = time.perf_counter()
-        jax.block_until_ready(compiled(features, g))
+        jax.block_until_ready(call())
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 

@@ -57,33 +57,30 @@ def main(argv: list[str]) -> None:
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from jax_supcon.train import preemption  # SIGTERM is a request to stop from here on (already, via main_command)
+    from jax_supcon.train import loop, preemption  # SIGTERM is a stop request already (main_command)
 
     config = _CONFIG.value
-    with preemption.sigterm_requests_stop():
-        from jax_supcon.train import loop
+    try:
+        with cli.user_errors("jax-supcon"):
+            from jax_supcon import jobs, parallel
+            from jax_supcon.config import validate_config
 
-        try:
-            with cli.user_errors("jax-supcon"):
-                from jax_supcon import jobs, parallel
-                from jax_supcon.config import validate_config
-
-                validate_config(config)
-                parallel.initialize_distributed(
-                    _COORDINATOR.value,
-                    _NUM_PROCESSES.value,
-                    _PROCESS_ID.value,
-                    auto=_AUTO.value,
-                    before_start=preemption.release,  # processes stop together at JAX's preemption sync point
-                )
-                logging.info("job %s in %s", config.job, _WORKDIR.value)
-                summary = jobs.train_and_evaluate(config, _WORKDIR.value)
-        except loop.TrainingDiverged as error:
-            print(f"jax-supcon: stopped: {error}", file=sys.stderr)
-            sys.exit(1)
-        except preemption.Preempted as error:  # not a failure: the scheduler restarts the same command
-            print(f"jax-supcon: {error}", file=sys.stderr)
-            sys.exit(0)
+            validate_config(config)
+            parallel.initialize_distributed(
+                _COORDINATOR.value,
+                _NUM_PROCESSES.value,
+                _PROCESS_ID.value,
+                auto=_AUTO.value,
+                before_start=preemption.release,  # processes stop together at JAX's preemption sync point
+            )
+            logging.info("job %s in %s", config.job, _WORKDIR.value)
+            summary = jobs.train_and_evaluate(config, _WORKDIR.value)
+    except loop.TrainingDiverged as error:
+        print(f"jax-supcon: stopped: {error}", file=sys.stderr)
+        sys.exit(1)
+    except preemption.Preempted as error:  # not a failure: the scheduler restarts the same command
+        print(f"jax-supcon: {error}", file=sys.stderr)
+        sys.exit(0)
     if parallel.is_main_process():
         print(json.dumps(summary, indent=2, sort_keys=True))
 

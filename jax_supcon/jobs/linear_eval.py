@@ -153,7 +153,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     started = time.perf_counter()
     with loop.training_run(workdir, "linear_eval", config, checkpointer) as run:
         state, last = run.run_steps(state, train_step, batches, total_steps)
-        preemption.stop_if_requested(loop.finished_training(total_steps))
         variables = {"classifier": state.variables(config.eval_with_ema)["params"], "encoder": frozen}
         accuracy = classification.top_k_accuracy(
             logits, variables, test_source, mesh, batch_size=config.eval_batch_size

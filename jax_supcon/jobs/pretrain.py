@@ -147,7 +147,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     with loop.training_run(workdir, "pretrain", config, checkpointer) as run:
         state, last = run.run_steps(state, train_step, batches, total_steps, evaluate if validating else None)
         if config.plots:  # a collective: every process takes part (or none, when validation has it)
-            preemption.stop_if_requested(loop.finished_training(total_steps))
             test = latest_test.get(total_steps) or embed(state, test_source)
         if config.plots and parallel.is_main_process():
             from jax_supcon.report import plots as report_plots

@@ -109,9 +109,14 @@ def run_steps(
             if step % config.checkpoint_every_steps == 0 or step == total_steps or stop:
                 _check_finite(pending, checkpointer)
                 checkpointer.save(step, state, metrics=evaluated)
-            if stop and step < total_steps:
+            if stop:  # at the last step too: the job's final phase (maps, test evaluation) waits for the next start
                 checkpointer.wait()
-                raise Preempted(f"SIGTERM: saved a checkpoint at step {step} of {total_steps}; start again to resume")
+                raise Preempted(
+                    f"SIGTERM: saved a checkpoint at step {step} of {total_steps}; start again to resume"
+                    if step < total_steps
+                    else f"SIGTERM: training finished and saved at step {total_steps}; the final evaluation, summary "
+                    "and report are made when the same command runs again"
+                )
     return state, last
 
 
@@ -155,14 +160,6 @@ def training_run(
     finally:
         checkpointer.close()
         logger.close()
-
-
-def finished_training(total_steps: int) -> str:
-    """What a SIGTERM after the last step leaves (see `preemption.stop_if_requested`)."""
-    return (
-        f"training finished and saved at step {total_steps}; the final evaluation, summary and report are made "
-        "when the same command runs again"
-    )
 
 
 def run_summary(job: str, total_steps: int, last: dict[str, float], started: float, mesh: Mesh) -> dict:
