@@ -65,6 +65,8 @@ def _make_workdir(workdir: str) -> bool:
     try:
         os.makedirs(workdir)
     except OSError as error:
+        if isinstance(error, FileExistsError) and os.path.isdir(workdir):
+            return False  # another run started at the same moment made it; the lock decides between them
         raise ValueError(f"--workdir={workdir!r} cannot be created: {error.strerror}") from None
     return True
 
