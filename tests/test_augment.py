@@ -1,6 +1,8 @@
 """On-device augmentation: each op, the named recipes, per-view overrides, host-cropped input, validation."""
 
+import collections
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -342,3 +344,106 @@ def test_flip_and_grayscale_are_applied_at_their_probabilities():
     out = augment.augment_image(jax.random.PRNGKey(0), image, augment.view_config(cfg, 0))
     assert float(out[0, 0, 0]) > float(out[0, -1, 0])  # mirrored: the bright side is now on the left
     np.testing.assert_allclose(out[..., 0], out[..., 1], atol=1e-6)  # grey: channels equal
+
+
+# ----------------------------------------------------------------------------- statistics and
+# equality with the libraries' ops: the fast formulations draw and compute what the ops define.
+
+
+def _is_subsequence(order, sequence):
+    remaining = iter(sequence)
+    return all(any(op == entry for entry in remaining) for op in order)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_jitter_sequence_spells_every_order_exactly_once(count):
+    sequence = augment.JITTER_SEQUENCE[count]
+    assert len(sequence) == {1: 1, 2: 3, 3: 7, 4: 12}[count]  # n^2 - 2n + 4 for n >= 3: the shortest
+    orders = list(itertools.permutations(range(count)))
+    assert all(_is_subsequence(order, sequence) for order in orders)
+    positions = jax.jit(lambda order: jnp.stack(augment.sequence_positions(order, sequence)))
+    for order in orders:
+        active = np.asarray(positions(jnp.asarray(order)))
+        assert [sequence[i] for i in np.flatnonzero(active)] == list(order)
+
+
+def test_jitter_orders_are_uniform():
+    draws = jax.random.uniform(jax.random.PRNGKey(1), (24 * 500, 4))
+    orders = np.asarray(jax.vmap(augment.jitter_order)(draws))
+    counts = collections.Counter(map(tuple, orders))
+    assert len(counts) == 24
+    # 500 expected per order, sd ~22: every count within 5 sd
+    assert min(counts.values()) > 390 and max(counts.values()) < 610, counts
+
+
+def test_color_jitter_equals_its_adjustments_applied_in_the_drawn_order():
+    """Reference: draw as the docstring says and apply dm-pix's four adjustments one after another."""
+    image = float_image(16, seed=5)
+    strengths = (0.8, 0.8, 0.8, 0.2)
+    jitter = jax.jit(lambda key: augment.color_jitter(key, image, *strengths))
+    for seed in range(12):
+        key = jax.random.PRNGKey(seed)
+        u = np.asarray(jax.random.uniform(key, (8,)))
+        adjustments = [
+            (augment.pix.adjust_brightness, -0.8 + 1.6 * u[0]),
+            (augment.pix.adjust_contrast, 0.2 + 1.6 * u[1]),
+            (augment.pix.adjust_saturation, 0.2 + 1.6 * u[2]),
+            (augment.pix.adjust_hue, -0.2 + 0.4 * u[3]),
+        ]
+        expected = image
+        for index in np.argsort(u[4:8]):
+            adjust, amount = adjustments[index]
+            expected = jnp.clip(adjust(expected, amount), 0.0, 1.0)
+        np.testing.assert_allclose(jitter(key), expected, atol=2e-6, err_msg=f"seed {seed}")
+
+
+def test_adjust_saturation_equals_dm_pix():
+    image = jax.random.uniform(KEY, (16, 16, 3)).at[:2].set(0.0).at[2:4].set(0.5).at[4:6, :, 0].set(1.0)
+    for factor in (0.0, 0.3, 1.0, 1.7, 5.0):
+        np.testing.assert_allclose(
+            augment.adjust_saturation(image, factor), augment.pix.adjust_saturation(image, factor), atol=1e-6
+        )
+
+
+def test_randaugment_draws_every_op_and_sign_equally_often():
+    indices, signs = jax.vmap(lambda key: augment.randaugment_draws(key, 2))(jax.random.split(KEY, 7000))
+    counts = np.bincount(np.asarray(indices).ravel(), minlength=len(augment.RANDAUGMENT_OPS))
+    assert len(counts) == 14 and counts.sum() == 14000
+    assert counts.min() > 870 and counts.max() < 1130, counts  # 1000 expected, sd ~31
+    assert set(np.unique(signs)) == {-1.0, 1.0} and abs(float(np.mean(signs == 1.0)) - 0.5) < 0.02
+
+
+def test_randaugment_equals_its_drawn_ops_applied_one_after_another():
+    image = float_image(16, seed=2)
+    randaugment = jax.jit(lambda key: augment.randaugment(key, image, 3, 7.0))
+    op = jax.jit(augment.randaugment_op, static_argnums=(0, 2))
+    drawn = set()
+    for seed in range(24):
+        key = jax.random.PRNGKey(seed)
+        indices, signs = augment.randaugment_draws(key, 3)
+        expected = image
+        for index, sign in zip(np.asarray(indices), np.asarray(signs), strict=True):
+            expected = op(augment.RANDAUGMENT_OPS[index], expected, 7.0, sign)
+            drawn.add(augment.RANDAUGMENT_OPS[index])
+        np.testing.assert_allclose(randaugment(key), expected, atol=1e-5, err_msg=f"seed {seed}")
+    assert {"rotate", "equalize"} & drawn and len(drawn) >= 10  # pixel and geometric layers both checked
+
+
+@pytest.mark.parametrize("name", ["rotate", "shear_x", "shear_y", "translate_x", "translate_y"])
+def test_affine_warp_equals_dm_pix_affine_transform(name):
+    image = jnp.asarray(np.random.default_rng(4).random((12, 20, 3)), jnp.float32)  # not square
+    for sign in (-1.0, 1.0):
+        matrix, offset = augment._GEOMETRIC_OPS[name](image.shape, 0.7, jnp.asarray(sign))
+        expected = augment.pix.affine_transform(image, matrix, offset=offset, mode="constant", cval=0.5)
+        np.testing.assert_allclose(augment.affine_warp(image, matrix, offset), expected, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (24, 40, 3), (3, 3, 1)])
+def test_banded_blur_equals_dm_pix_on_the_reflect_padded_image(shape):
+    image = jnp.asarray(np.random.default_rng(6).random(shape), jnp.float32)
+    size = augment.blur_kernel_size(min(shape[:2]))
+    radius = size // 2
+    padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
+    for sigma in (0.1, 1.0, 2.0):
+        expected = augment.pix.gaussian_blur(padded, sigma, size, padding="VALID")
+        np.testing.assert_allclose(augment.gaussian_blur(KEY, image, (sigma, sigma)), expected, atol=1e-5)
