@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO := runs/demo
 
-.PHONY: demo test lint install clean bench-cpu
+.PHONY: demo test lint install clean bench-cpu accelerator-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ bench-cpu: $(STAMP)
 	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 .venv-torch/bin/python benchmarks/torch_supcon_step.py --steps=20
 	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 .venv-torch/bin/python benchmarks/torch_supcon_step.py --steps=20 \
 		--channels_last
+
+# The pure-Python wheels benchmarks/accelerator.sh needs beyond jax, flax, optax and orbax (an
+# accelerator image without them gets them by bringing benchmarks/wheels/ along).
+accelerator-wheels: $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --dest benchmarks/wheels \
+		"ml-collections==$$($(BIN)/python -c 'from importlib.metadata import version; print(version("ml-collections"))')" \
+		"dm-pix==$$($(BIN)/python -c 'from importlib.metadata import version; print(version("dm-pix"))')"
+	ls benchmarks/wheels
 
 lint: $(STAMP)
 	$(BIN)/ruff check jax_supcon configs tests benchmarks

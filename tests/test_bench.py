@@ -1,10 +1,12 @@
 """The benchmark command runs and prints well-formed figures (tiny sizes; no timing asserted)."""
 
+import collections
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,3 +98,72 @@ def test_bad_counts_and_configs_are_one_line_and_exit_code_2():
             [sys.executable, "-m", "jax_supcon.bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
         )
         assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"jax-supcon-bench: error: {message}"]
+
+
+# What a GPU host often lacks; the accelerator script must run without them.
+HOST_ONLY = ("tensorflow", "tensorflow_datasets", "clu", "sklearn", "matplotlib")
+
+
+def test_accelerator_script_smoke_runs_every_section_without_tensorflow(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(f"import sys\nfor name in {HOST_ONLY!r}:\n    sys.modules[name] = None\n")
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_PYTHON"} | {
+        "PYTHON": sys.executable,
+        "PYTHONPATH": str(blocker),
+    }
+    blocked = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, timeout=60)
+    assert blocked.returncode != 0  # the blocker is in force in every Python the script starts
+    out = tmp_path / "out"
+    script = os.path.join(ROOT, "benchmarks", "accelerator.sh")
+    result = subprocess.run(
+        [script, "--smoke", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    sections = collections.defaultdict(list)
+    for record in records:
+        assert "error" not in record, record
+        sections[record["section"]].append(record)
+    assert {r["case"] for r in sections["roofline"]} == {
+        "matmul_bf16",
+        "matmul_fp32",
+        "matmul_fp32_highest",
+        "copy_fp32",
+    }
+    assert all(r.get("tflop_per_s", 0) > 0 or r.get("gib_per_s", 0) > 0 for r in sections["roofline"])
+    assert [r["case"] for r in sections["loss"]] == ["64x2", "128x2 chunk 32"]
+    assert all(r["time_s"] > 0 and r["vs_three_matmuls"] > 0 for r in sections["loss"])
+    assert len(sections["step"]) == 2
+    assert all(r["step_time_s"] > 0 and r["mfu"] > 0 and np.isfinite(r["loss_value"]) for r in sections["step"])
+    assert len(sections["torch"]) == 2  # measured where this Python has torch, else skipped with the reason
+    assert all("step_time_s" in r or r["skipped"] == "torch is not installed" for r in sections["torch"])
+    augment = {(r["recipe"], r["image_size"], r["crop"]) for r in sections["augment"]}
+    assert len(augment) == 10 and ("randaugment", 32, "host") in augment and ("simclr", 16, "device") in augment
+    markdown = (out / "results.md").read_text()
+    for heading in ("## roofline", "## loss", "## step", "## augment", "benchmarks/accelerator.sh --smoke"):
+        assert heading in markdown
+    assert sorted(os.listdir(out / "logs"))[0] == "augment-augment.log"
+
+
+def test_accelerator_script_refuses_an_unknown_section(tmp_path):
+    script = os.path.join(ROOT, "benchmarks", "accelerator.sh")
+    env = os.environ | {"PYTHON": sys.executable}
+    result = subprocess.run(
+        [script, "--only=loss,gpu", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "unknown section gpu; allowed: ('roofline'," in result.stderr
+    assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_accelerator_case_keeps_what_it_measured_when_it_fails_or_times_out(tmp_path):
+    from benchmarks import accelerator
+
+    (tmp_path / "logs").mkdir()
+    printing = "import sys, time; print('{\"time_s\": 1.5}', flush=True); "
+    failing = accelerator.Case("loss", "fails", (sys.executable, "-c", printing + "sys.exit('out of memory')"), 60)
+    records = accelerator.run_case(failing, [], str(tmp_path), dict(os.environ), {"run": "t"})
+    assert [r.get("time_s") for r in records] == [1.5, None] and records[1]["error"] == "out of memory"
+    hanging = accelerator.Case("loss", "hangs", (sys.executable, "-c", printing + "time.sleep(60)"), 5)
+    records = accelerator.run_case(hanging, [], str(tmp_path), dict(os.environ), {"run": "t"})
+    assert records[0]["time_s"] == 1.5 and records[1]["error"] == "timed out after 5 s"

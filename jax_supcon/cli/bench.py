@@ -4,8 +4,12 @@
     jax-supcon-bench input [--batch=256] [--steps=20] [--jpeg_images=512] [--recipe=simclr]
     jax-supcon-bench step --config=configs/NAME.py [--config.KEY=VALUE ...] [--steps=20]
         [--peak_tflops=X] [--pipeline]
+    jax-supcon-bench roofline [--matmul_size=8192] [--copy_mib=1024]
+    jax-supcon-bench augment [--recipes=supcon_cifar,simclr,...] [--image_sizes=32,224]
+        [--image_batches=512,256] [--host_crop_from=96]
 
-(or `python -m jax_supcon.bench ...`). `loss` and `step` on resident data need no TensorFlow.
+(or `python -m jax_supcon.bench ...`). `loss`, `roofline`, `augment` and `step` on resident data
+need no TensorFlow; `loss` and `roofline` need neither ml-collections nor dm-pix.
 
 `loss`: time and peak memory of `jax.value_and_grad(supcon_loss)` for N images x views x dim,
 unchunked and chunked, next to its floor: its three N^2 d matmuls alone, timed in the same process
@@ -18,6 +22,14 @@ XLA's planned scratch memory for the compiled program. An unchunked case whose p
 32x32 images in memory (CIFAR as arrays), 32x32 PNG files (what decoding tfds CIFAR costs) and
 JPEGs of ImageNet-like varying size decoded and cropped to two 224x224 views (generated in a
 temporary folder); then the on-device augmentation time per batch of the `--recipe`.
+
+`roofline`: what the device can do, measured in the same run as the figures it bounds: a
+square bf16 matmul, an fp32 one at the default precision (TF32 where the device has it) and at
+"highest", and a device-to-device copy (`x + 1` over `--copy_mib`: bytes read + written / s).
+
+`augment`: the on-device augmentation alone, per recipe and image size (`ms_per_batch`,
+`views_per_s`, `compile_s`); sizes from `--host_crop_from` up get two host-cropped views
+`[B, 2, H, W, 3]` as varying-size data sets deliver them, smaller ones are cropped on the device.
 
 `step`: the config's pretraining step (on-device augmentation, forward and backward of every
 view, loss, optimizer update; state donated), compiled once and timed per step with a device
@@ -39,7 +51,6 @@ import time
 
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
 
 from jax_supcon import cli
 from jax_supcon.platform import cpu
@@ -59,8 +70,14 @@ _PNG_IMAGES = flags.DEFINE_integer("png_images", 2048, "input: 32x32 PNG files t
 _RECIPE = flags.DEFINE_string("recipe", "simclr", "input: augmentation recipe timed on the device.")
 _PEAK = flags.DEFINE_float("peak_tflops", None, "step: peak TFLOP/s of one device, for MFU.")
 _PIPELINE = flags.DEFINE_bool("pipeline", False, "step: feed the step from the config's input pipeline.")
+_MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 8192, "roofline: side of the square matmuls.")
+_COPY_MIB = flags.DEFINE_integer("copy_mib", 1024, "roofline: size of the copied fp32 array (MiB).")
+_RECIPES = flags.DEFINE_list("recipes", None, "augment: recipes to time (default: every recipe).")
+_IMAGE_SIZES = flags.DEFINE_list("image_sizes", ["32", "224"], "augment: image sides (pixels).")
+_IMAGE_BATCHES = flags.DEFINE_list("image_batches", ["512", "256"], "augment: batch per image size.")
+_HOST_CROP_FROM = flags.DEFINE_integer("host_crop_from", 96, "augment: sides from which views come host-cropped.")
 
-COMMANDS = ("loss", "input", "step")
+COMMANDS = ("loss", "input", "step", "roofline", "augment")
 
 
 def _gib(num_bytes: float) -> float:
@@ -116,6 +133,7 @@ def run_loss_case(images: int, chunk_size: int | None) -> dict:
         "three_matmuls_s": None if floor is None else round(floor, 4),
         "vs_three_matmuls": None if floor is None else round(median / floor, 2),
         "peak_rss_gib": _gib(_peak_rss_bytes()),
+        "peak_memory_gib": _peak_memory_gib(jax.devices()[0]),
         "device": jax.devices()[0].device_kind,
     }
 
@@ -195,11 +213,9 @@ def input_benchmark() -> None:
     """Host pipeline throughput for three kinds of data, then on-device augmentation time."""
     import tempfile
 
-    import jax
     import ml_collections
 
-    from jax_supcon.data import augment, pipeline, sources
-    from jax_supcon.data.recipes import augment_config
+    from jax_supcon.data import pipeline, sources
 
     batch, steps = _BATCH.value, _STEPS.value
     host_views = pipeline.HostViews(views=2)
@@ -233,31 +249,82 @@ def input_benchmark() -> None:
             if views:
                 record["host_views_per_s"] = round(views * batch / seconds, 1)
             print(json.dumps(record | {"host_cpus": os.cpu_count()}), flush=True)
-    cfg = augment_config(_RECIPE.value)
-    for name, shape in (("device_augment_32px", (batch, 32, 32, 3)), ("device_augment_224px", (batch, 2, 224, 224, 3))):
-        images = jax.device_put(rng.integers(0, 256, shape, dtype=np.uint8))
-        fn = jax.jit(lambda key, x: augment.augment_views(key, x, cfg, 2))
-        jax.block_until_ready(fn(jax.random.PRNGKey(0), images))
-        times = []
-        for i in range(max(3, steps // 4)):
-            start = time.perf_counter()
-            jax.block_until_ready(fn(jax.random.PRNGKey(i), images))
-            times.append(time.perf_counter() - start)
-        median = float(np.median(times))
-        print(
-            json.dumps(
-                {
-                    "bench": "input",
-                    "case": name,
-                    "recipe": _RECIPE.value,
-                    "batch": batch,
-                    "ms_per_batch": round(1000 * median, 2),
-                    "views_per_s": round(2 * batch / median, 1),
-                    "device": jax.devices()[0].device_kind,
-                }
-            ),
-            flush=True,
-        )
+    for name, size, host_cropped in (("device_augment_32px", 32, False), ("device_augment_224px", 224, True)):
+        record = time_augment(_RECIPE.value, size, batch, host_cropped=host_cropped, repeats=max(3, steps // 4))
+        print(json.dumps({"bench": "input", "case": name} | record), flush=True)
+
+
+def time_augment(recipe: str, size: int, batch: int, *, host_cropped: bool, repeats: int) -> dict:
+    """Compile and time the on-device augmentation of one recipe on a batch of random uint8 images:
+    `[batch, size, size, 3]` cropped on the device, or two host-cropped views `[batch, 2, ...]`."""
+    import jax
+
+    from jax_supcon.data import augment
+    from jax_supcon.data.recipes import augment_config
+
+    cfg = augment_config(recipe)
+    shape = (batch, 2, size, size, 3) if host_cropped else (batch, size, size, 3)
+    images = jax.device_put(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8))
+    key = jax.random.PRNGKey(0)
+    start = time.perf_counter()
+    compiled = jax.jit(lambda k, x: augment.augment_views(k, x, cfg, 2)).lower(key, images).compile()
+    compile_s = time.perf_counter() - start
+    median = _median_s(lambda: compiled(key, images), repeats)
+    return {
+        "recipe": recipe,
+        "image_size": size,
+        "batch": batch,
+        "crop": "host" if host_cropped else "device",
+        "compile_s": round(compile_s, 3),
+        "ms_per_batch": round(1000 * median, 3),
+        "views_per_s": round(2 * batch / median, 1),
+        "device": jax.devices()[0].device_kind,
+    }
+
+
+def augment_benchmark() -> None:
+    """Every recipe alone at every image size, one JSON line each."""
+    from jax_supcon.data.recipes import AUGMENT_RECIPES
+
+    sizes = [int(s) for s in _IMAGE_SIZES.value]
+    batches = [int(b) for b in _IMAGE_BATCHES.value]
+    if len(batches) != len(sizes):
+        raise ValueError(f"--image_batches={_IMAGE_BATCHES.value} needs one batch per --image_sizes={sizes}")
+    recipes = _RECIPES.value or list(AUGMENT_RECIPES)
+    unknown = [r for r in recipes if r not in AUGMENT_RECIPES]
+    if unknown:
+        raise ValueError(f"--recipes={unknown[0]!r}; allowed: {tuple(AUGMENT_RECIPES)}")
+    for size, batch in zip(sizes, batches, strict=True):
+        for recipe in recipes:
+            record = time_augment(
+                recipe, size, batch, host_cropped=size >= _HOST_CROP_FROM.value, repeats=_REPEATS.value
+            )
+            print(json.dumps({"bench": "augment"} | record), flush=True)
+
+
+def roofline_benchmark() -> None:
+    """Matmul rates (bf16, fp32 default and highest precision) and copy bandwidth of device 0."""
+    import jax
+    import jax.numpy as jnp
+
+    size = _MATMUL_SIZE.value
+    device = jax.devices()[0].device_kind
+    for case, dtype, precision in (
+        ("matmul_bf16", jnp.bfloat16, None),
+        ("matmul_fp32", jnp.float32, None),
+        ("matmul_fp32_highest", jnp.float32, jax.lax.Precision.HIGHEST),
+    ):
+        a, b = (jax.random.normal(jax.random.PRNGKey(i), (size, size), dtype) for i in range(2))
+        compiled = jax.jit(lambda x, y, p=precision: jnp.matmul(x, y, precision=p)).lower(a, b).compile()
+        seconds = _median_s(lambda c=compiled, x=a, y=b: c(x, y), _REPEATS.value)
+        record = {"bench": "roofline", "case": case, "size": size, "time_s": _significant(seconds)}
+        print(json.dumps(record | {"tflop_per_s": _significant(2 * size**3 / seconds / 1e12), "device": device}))
+        del a, b
+    x = jnp.zeros((_COPY_MIB.value * 2**20 // 4,), jnp.float32)
+    compiled = jax.jit(lambda v: v + 1.0).lower(x).compile()
+    seconds = _median_s(lambda: compiled(x), _REPEATS.value)
+    record = {"bench": "roofline", "case": "copy_fp32", "mib": _COPY_MIB.value, "time_s": _significant(seconds)}
+    print(json.dumps(record | {"gib_per_s": _significant(2 * x.nbytes / seconds / 2**30), "device": device}))
 
 
 def _synthetic_batch(config, mesh) -> dict:
@@ -365,7 +432,7 @@ def _json(record: dict) -> str:
 
 
 def _check_counts() -> None:
-    for flag in (_STEPS, _REPEATS, _BATCH, _VIEWS, _DIM, _CLASSES, _CHUNK):
+    for flag in (_STEPS, _REPEATS, _BATCH, _VIEWS, _DIM, _CLASSES, _CHUNK, _MATMUL_SIZE, _COPY_MIB):
         if flag.value < 1:
             raise ValueError(f"--{flag.name}={flag.value} must be >= 1")
 
@@ -380,6 +447,8 @@ def main(argv: list[str]) -> None:
             print(_json(run_loss_case(images, chunk or None)), flush=True)
             return
         if argv[1] == "step":
+            if "config" not in flags.FLAGS:
+                raise ValueError("step needs ml-collections (and dm-pix): install them or bring their wheels")
             config = flags.FLAGS.config
             if config is None:
                 raise app.UsageError("step needs --config=configs/NAME.py")
@@ -388,6 +457,12 @@ def main(argv: list[str]) -> None:
             return
         if argv[1] == "input":
             input_benchmark()
+            return
+        if argv[1] == "roofline":
+            roofline_benchmark()
+            return
+        if argv[1] == "augment":
+            augment_benchmark()
             return
         loss_benchmark()
 
@@ -398,17 +473,28 @@ Usage: jax-supcon-bench loss [--sizes=1024,4096] [--chunk_size=512] [--views=2] 
        jax-supcon-bench input [--batch=256] [--steps=20] [--recipe=simclr]
        jax-supcon-bench step --config=configs/bench_cifar_resnet18.py [--config.KEY=VALUE ...]
            [--steps=20] [--peak_tflops=X] [--pipeline]
+       jax-supcon-bench roofline [--matmul_size=8192] [--copy_mib=1024]
+       jax-supcon-bench augment [--recipes=simclr,randaugment] [--image_sizes=32,224]
+           [--image_batches=512,256]
 
 loss: time and memory of the SupCon loss and its gradient, unchunked and chunked, each case in its
 own process. input: the host pipeline's images/s and the on-device augmentation time. step: the
 config's compiled pretraining step (images/s, TFLOP/s, MFU with --peak_tflops, memory).
+roofline: matmul TFLOP/s (bf16, fp32) and copy GiB/s of this device. augment: the on-device
+augmentation of each recipe alone, per image size.
 """
 
 
 def run() -> None:
     """Console-script entry point (`jax-supcon-bench`)."""
-    # Defined here, not at import: `jax_supcon.cli.main` owns `--config` in processes that import both.
-    config_flags.DEFINE_config_file("config", None, "step: the config whose pretraining step is timed.")
+    # Defined here, not at import: `jax_supcon.cli.main` owns `--config` in processes that import both;
+    # and `loss` and `roofline` then run without ml-collections (an accelerator host may lack it).
+    try:
+        from ml_collections import config_flags
+    except ImportError:
+        config_flags = None
+    if config_flags is not None:
+        config_flags.DEFINE_config_file("config", None, "step: the config whose pretraining step is timed.")
     cli.start(main, description=DESCRIPTION, module_name=__name__)
 
 
