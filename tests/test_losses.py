@@ -242,6 +242,28 @@ def test_temperature_0_01_is_finite_and_matches_reference(case):
     )
 
 
+@pytest.mark.parametrize("case", [dict(), dict(chunk_size=3), dict(contrast_mode="one"), dict(chunk_size=2, views=2)])
+def test_an_anchor_without_positives_next_to_a_near_duplicate_at_temperature_0_01_keeps_the_gradient_finite(case):
+    """Examples 2 and 3 are singletons and nearly the same vector: their logit is ~100 > log(float32 max),
+    and their own log-sum-exp is unused (not counted); the gradient must stay finite and exact."""
+    case = dict(case)
+    views = case.pop("views", 1)
+    features = random_features(4, 6, views, 8)
+    features[3] = features[2] + 1e-3
+    features /= np.linalg.norm(features, axis=-1, keepdims=True)
+    labels = np.array([0, 0, 1, 2, 3, 3])
+    check_against_reference(
+        losses.supcon_loss,
+        reference_supcon,
+        features,
+        labels=labels,
+        temperature=0.01,
+        rtol=1e-4,
+        grad_atol=1e-3,
+        **case,
+    )
+
+
 @pytest.mark.parametrize("chunk_size", [None, 5])
 def test_bfloat16_inputs_are_computed_in_float32(chunk_size):
     features = jnp.asarray(random_features(4, 8, 2, 32), jnp.bfloat16)
