@@ -103,7 +103,7 @@ def plan(smoke: bool) -> list[Case]:
         ]
         step_count = 10
         torch_flags = [
-            ("resnet50_224px_bf16_b256", ("--model=resnet50", "--image_size=224", "--batch=256")),
+            ("resnet50_224px_bf16_b256", ("--model=resnet50", "--stem=imagenet", "--image_size=224", "--batch=256")),
             ("resnet18_32px_bf16_b512", ("--model=resnet18", "--image_size=32", "--batch=512")),
         ]
         torch_common = ("--device=cuda", "--dtype=bfloat16", "--channels_last", "--steps=10")
