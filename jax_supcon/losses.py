@@ -54,6 +54,7 @@ def _check_common(
     mask: jax.Array | None,
     contrast_mode: str,
     chunk_size: int | None,
+    extra: _Extra | None = None,
 ) -> None:
     """One-line ValueErrors for shapes and options, raised at trace time."""
     if features.ndim != 3:
@@ -69,6 +70,40 @@ def _check_common(
         raise ValueError(f"contrast_mode={contrast_mode!r}; allowed: {CONTRAST_MODES}")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
         raise ValueError(f"chunk_size={chunk_size!r} must be a positive int or None")
+    _check_extra(features, labels, mask, extra)
+
+
+class _Extra(NamedTuple):
+    """Extra contrast samples (a queue of past features): never anchors, no gradient."""
+
+    features: jax.Array  # [K, dim]
+    labels: jax.Array | None  # [K]; None for SimCLR (every entry a negative)
+    valid: jax.Array | None  # [K] bool; None: all valid
+
+
+def _extra(contrast_features, contrast_labels, contrast_mask) -> _Extra | None:
+    if contrast_features is None:
+        if contrast_labels is not None or contrast_mask is not None:
+            raise ValueError("contrast_labels and contrast_mask need contrast_features")
+        return None
+    return _Extra(contrast_features, contrast_labels, contrast_mask)
+
+
+def _check_extra(features, labels, mask, extra: _Extra | None) -> None:
+    if extra is None:
+        return
+    dim = features.shape[-1]
+    if extra.features.ndim != 2 or extra.features.shape[1] != dim:
+        raise ValueError(f"contrast_features must be [K, dim]=[K, {dim}], got shape {tuple(extra.features.shape)}")
+    size = extra.features.shape[0]
+    if mask is not None:
+        raise ValueError("contrast_features cannot be used with mask=: give labels (or neither, for SimCLR)")
+    if (labels is None) != (extra.labels is None):
+        raise ValueError("contrast_labels must be given exactly when labels are (SimCLR: neither)")
+    if extra.labels is not None and tuple(extra.labels.shape) != (size,):
+        raise ValueError(f"contrast_labels must be [K]=[{size}], got shape {tuple(extra.labels.shape)}")
+    if extra.valid is not None and (tuple(extra.valid.shape) != (size,) or extra.valid.dtype != jnp.bool_):
+        raise ValueError(f"contrast_mask must be bool [K]=[{size}], got {extra.valid.dtype} {tuple(extra.valid.shape)}")
 
 
 def _static_value(value) -> float | None:
@@ -124,16 +159,37 @@ RowFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], Sums]
 class _Layout(NamedTuple):
     """Who is where: the (gathered) contrast set and this device's anchors."""
 
-    contrast: jax.Array  # [views * batch, dim], view-major, whole batch
-    contrast_ids: jax.Array | None  # [views * batch] label (or example) ids; None with a mask
+    contrast: jax.Array  # [views * batch (+ K), dim], view-major, whole batch, then the extra samples
+    contrast_ids: jax.Array | None  # [views * batch (+ K)] label (or example) ids; None with a mask
     ids: jax.Array | None  # [local_batch] ids of this device's examples
     anchors: jax.Array  # [num_anchors, dim]
     anchor_example: jax.Array  # [num_anchors] local example index
     anchor_column: jax.Array  # [num_anchors] the anchor's own row in `contrast`
     views: int
+    contrast_valid: jax.Array | None = None  # [views * batch + K] bool with extra samples; None: all valid
 
 
-def _layout(features, labels, mask, contrast_mode, axis_name) -> _Layout:
+def _gathered(x, axis_name):
+    return x if axis_name is None else jax.lax.all_gather(x, axis_name, axis=0, tiled=True)
+
+
+def _with_extra(lay: _Layout, extra: _Extra | None, axis_name: str | None) -> _Layout:
+    """`lay` with the extra samples appended to its contrast set (gathered over the devices, as
+    the batch): positives of the anchors with their label, never of SimCLR's (negative ids)."""
+    if extra is None:
+        return lay
+    features = jax.lax.stop_gradient(_gathered(extra.features, axis_name).astype(lay.contrast.dtype))
+    size = features.shape[0]
+    ids = -1 - jnp.arange(size) if extra.labels is None else _gathered(extra.labels, axis_name)
+    valid = jnp.ones((size,), bool) if extra.valid is None else _gathered(extra.valid, axis_name)
+    return lay._replace(
+        contrast=jnp.concatenate([lay.contrast, features]),
+        contrast_ids=jnp.concatenate([lay.contrast_ids, ids.astype(lay.contrast_ids.dtype)]),
+        contrast_valid=jnp.concatenate([jnp.ones((lay.contrast.shape[0],), bool), valid]),
+    )
+
+
+def _layout(features, labels, mask, contrast_mode, axis_name, extra: _Extra | None = None) -> _Layout:
     local = features.astype(jnp.promote_types(features.dtype, jnp.float32))
     local_batch, views, dim = local.shape
     if axis_name is None:
@@ -152,7 +208,8 @@ def _layout(features, labels, mask, contrast_mode, axis_name) -> _Layout:
     anchors = jnp.transpose(local[:, :anchor_views], (1, 0, 2)).reshape(anchor_views * local_batch, dim)
     anchor_example = jnp.tile(jnp.arange(local_batch), anchor_views)
     anchor_column = jnp.repeat(jnp.arange(anchor_views), local_batch) * batch + offset + anchor_example
-    return _Layout(contrast, contrast_ids, ids, anchors, anchor_example, anchor_column, views)
+    lay = _Layout(contrast, contrast_ids, ids, anchors, anchor_example, anchor_column, views)
+    return _with_extra(lay, extra, axis_name)
 
 
 def _sum_over_blocks(block_fn, per_anchor: tuple[jax.Array, ...], chunk_size: int | None, remat: bool) -> Sums:
@@ -189,6 +246,7 @@ def _anchor_sums(
     contrast_mode: str,
     chunk_size: int | None,
     axis_name: str | None,
+    extra: _Extra | None = None,
 ) -> Sums:
     """Sum `row_fn(anchor_z, contrast_z, positive, negative)` over anchor row blocks.
 
@@ -196,7 +254,7 @@ def _anchor_sums(
     set (inside `shard_map`), the whole batch otherwise. The per-block sums are added over blocks
     and, when sharded, over devices (`psum`).
     """
-    lay = _layout(features, labels, mask, contrast_mode, axis_name)
+    lay = _layout(features, labels, mask, contrast_mode, axis_name, extra)
     num_contrast = lay.contrast.shape[0]
 
     def block_sums(block_anchors, block_example, block_column, block_valid):
@@ -206,31 +264,37 @@ def _anchor_sums(
         else:
             related = jnp.tile(mask[block_example] != 0, (1, lay.views))
         usable = not_self & block_valid[:, None]
+        if lay.contrast_valid is not None:
+            usable &= lay.contrast_valid[None, :]
         return row_fn(block_anchors, lay.contrast, related & usable, ~related & usable)
 
     sums = _sum_over_blocks(block_sums, (lay.anchors, lay.anchor_example, lay.anchor_column), chunk_size, remat=True)
     return _reduce(sums, axis_name)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _block_logsumexp_sum(anchors, contrast, weights, self_column, temperature):
-    """sum_i weights_i * log sum_{j != self_i} exp(a_i . c_j / tau) for one block of anchors.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _block_logsumexp_sum(anchors, contrast, weights, self_column, contrast_valid, temperature):
+    """sum_i weights_i * log sum_{j != self_i, valid_j} exp(a_i . c_j / tau) for one block of
+    anchors (`contrast_valid` None: every column valid).
 
     The backward pass keeps only the per-row log-sum-exp and recomputes the block's logits, so a
     block costs `[chunk, N]` memory once, with one elementwise pass and two matmuls for its gradient.
     """
-    return _block_lse_forward(anchors, contrast, weights, self_column, temperature)[0]
+    return _block_lse_forward(anchors, contrast, weights, self_column, contrast_valid, temperature)[0]
 
 
-def _block_logits(anchors, contrast, self_column, temperature):
+def _block_logits(anchors, contrast, self_column, temperature, contrast_valid=None):
     logits = (anchors @ contrast.T) / temperature
-    return jnp.where(self_column[:, None] == jnp.arange(contrast.shape[0])[None, :], -jnp.inf, logits)
+    excluded = self_column[:, None] == jnp.arange(contrast.shape[0])[None, :]
+    if contrast_valid is not None:
+        excluded |= ~contrast_valid[None, :]
+    return jnp.where(excluded, -jnp.inf, logits)
 
 
-def _block_lse_forward(anchors, contrast, weights, self_column, temperature):
-    lse = jax.nn.logsumexp(_block_logits(anchors, contrast, self_column, temperature), axis=1)
+def _block_lse_forward(anchors, contrast, weights, self_column, contrast_valid, temperature):
+    lse = jax.nn.logsumexp(_block_logits(anchors, contrast, self_column, temperature, contrast_valid), axis=1)
     total = jnp.sum(jnp.where(weights > 0, weights * lse, 0.0))
-    return total, (anchors, contrast, weights, self_column, lse)
+    return total, (anchors, contrast, weights, self_column, contrast_valid, lse)
 
 
 def _weighted_softmax(logits, lse, coefficient):
@@ -242,10 +306,10 @@ def _weighted_softmax(logits, lse, coefficient):
 
 
 def _block_lse_backward(temperature, residuals, cotangent):
-    anchors, contrast, weights, self_column, lse = residuals
-    logits = _block_logits(anchors, contrast, self_column, temperature)
+    anchors, contrast, weights, self_column, contrast_valid, lse = residuals
+    logits = _block_logits(anchors, contrast, self_column, temperature, contrast_valid)
     softmax = _weighted_softmax(logits, lse[:, None], (weights * cotangent / temperature)[:, None])
-    return softmax @ contrast, softmax.T @ anchors, None, None
+    return softmax @ contrast, softmax.T @ anchors, None, None, None
 
 
 _block_logsumexp_sum.defvjp(_block_lse_forward, _block_lse_backward)
@@ -308,19 +372,22 @@ def _symmetric_lse_backward(temperature, chunk_size, residuals, cotangent):
 _symmetric_logsumexp_sum.defvjp(_symmetric_lse_forward, _symmetric_lse_backward)
 
 
-def _default_supcon_sums(features, labels, *, temperature, contrast_mode, chunk_size, axis_name) -> Sums:
+def _default_supcon_sums(features, labels, *, temperature, contrast_mode, chunk_size, axis_name, extra=None) -> Sums:
     """(sum of L_out terms, anchors counted) for denominator "all" with labels (or SimCLR), any
     anchors, chunked and/or sharded: the same sums as `_supcon_rows`, computed faster.
 
     L_out(i) = LSE_{j != i}(s_ij) - (1/|P_i|) sum_p s_ip. The positive part needs no `[N, N]`
     work: sum_p z_i . z_p = z_i . (class_sum - z_i). Only the log-sum-exp runs over blocks.
     """
-    lay = _layout(features, labels, None, contrast_mode, axis_name)
+    lay = _layout(features, labels, None, contrast_mode, axis_name, extra)
     num_contrast = lay.contrast.shape[0]
     group = jnp.unique(lay.contrast_ids, return_inverse=True, size=num_contrast, fill_value=lay.contrast_ids.min())[1]
     group = group.reshape(num_contrast)
-    class_sum = jax.ops.segment_sum(lay.contrast, group, num_segments=num_contrast)
-    class_size = jax.ops.segment_sum(jnp.ones((num_contrast,), lay.contrast.dtype), group, num_segments=num_contrast)
+    counts = jnp.ones((num_contrast,), lay.contrast.dtype)
+    if lay.contrast_valid is not None:
+        counts = lay.contrast_valid.astype(lay.contrast.dtype)
+    class_sum = jax.ops.segment_sum(lay.contrast * counts[:, None], group, num_segments=num_contrast)
+    class_size = jax.ops.segment_sum(counts, group, num_segments=num_contrast)
     anchor_group = group[lay.anchor_column]
     num_positives = class_size[anchor_group] - 1
     counted = num_positives > 0
@@ -328,10 +395,10 @@ def _default_supcon_sums(features, labels, *, temperature, contrast_mode, chunk_
     mean_positive_logit = jnp.where(counted, positive_dot / (temperature * jnp.maximum(num_positives, 1)), 0.0)
 
     def block(anchors, column, weight, valid):
-        return (_block_logsumexp_sum(anchors, lay.contrast, weight * valid, column, temperature),)
+        return (_block_logsumexp_sum(anchors, lay.contrast, weight * valid, column, lay.contrast_valid, temperature),)
 
     weights = counted.astype(lay.contrast.dtype)
-    if contrast_mode == "all" and axis_name is None:  # the anchors are the contrast set, in its order
+    if contrast_mode == "all" and axis_name is None and extra is None:  # the anchors are the contrast set
         lse_total = _symmetric_logsumexp_sum(lay.contrast, weights, temperature, chunk_size)
     else:
         (lse_total,) = _sum_over_blocks(block, (lay.anchors, lay.anchor_column, weights), chunk_size, remat=False)
@@ -388,6 +455,9 @@ def supcon_loss(
     denominator: str = "all",
     chunk_size: int | None = None,
     axis_name: str | None = None,
+    contrast_features: jax.Array | None = None,
+    contrast_labels: jax.Array | None = None,
+    contrast_mask: jax.Array | None = None,
 ) -> jax.Array:
     """Supervised contrastive loss (Khosla et al. 2020), or NT-Xent without labels and mask.
 
@@ -408,13 +478,19 @@ def supcon_loss(
         negatives), "negatives_only" (the negatives).
       chunk_size: anchors per row block (memory O(chunk * N)); None: one block.
       axis_name: set by `sharded`: `features` are this device's rows of a batch sharded over it.
+      contrast_features: `[K, dim]` extra contrast samples (a queue of past features, normalised
+        like `features`): never anchors and no gradient; each is a positive of the anchors with
+        its label and a negative of the others (always a negative without labels: SimCLR).
+      contrast_labels: `[K]` their labels; required exactly when `labels` is given. Not with `mask`.
+      contrast_mask: `[K]` bool; False entries are ignored (a queue still filling). None: all used.
 
     Returns:
       The mean over anchors that have at least one positive (and, for "negatives_only", one
       negative); 0 with zero gradient if none has.
     """
+    extra = _extra(contrast_features, contrast_labels, contrast_mask)
     if axis_name is None:
-        _check_common(features, labels, mask, contrast_mode, chunk_size)
+        _check_common(features, labels, mask, contrast_mode, chunk_size, extra)
     _check_positive("temperature", temperature)
     _check_choice("loss_type", loss_type, LOSS_TYPES)
     _check_choice("denominator", denominator, DENOMINATORS)
@@ -427,11 +503,19 @@ def supcon_loss(
             contrast_mode=contrast_mode,
             chunk_size=chunk_size,
             axis_name=axis_name,
+            extra=extra,
         )
     else:
         row_fn = functools.partial(_supcon_rows, temperature=temperature, loss_type=loss_type, denominator=denominator)
         total, count = _anchor_sums(
-            row_fn, features, labels, mask, contrast_mode=contrast_mode, chunk_size=chunk_size, axis_name=axis_name
+            row_fn,
+            features,
+            labels,
+            mask,
+            contrast_mode=contrast_mode,
+            chunk_size=chunk_size,
+            axis_name=axis_name,
+            extra=extra,
         )
     scale = 1.0 if base_temperature is None else temperature / base_temperature
     return scale * _mean(total, count)
@@ -465,14 +549,19 @@ def contrastive_pair_loss(
     contrast_mode: str = "all",
     chunk_size: int | None = None,
     axis_name: str | None = None,
+    contrast_features: jax.Array | None = None,
+    contrast_labels: jax.Array | None = None,
+    contrast_mask: jax.Array | None = None,
 ) -> jax.Array:
     """Margin contrastive loss (Hadsell et al. 2006) over every ordered in-batch pair:
 
     mean over positive pairs of d^2 + mean over negative pairs of max(0, margin - d)^2,
-    with d the Euclidean distance. Each mean is 0 when its set is empty.
+    with d the Euclidean distance. Each mean is 0 when its set is empty. `contrast_*`: extra
+    samples paired with every anchor, as in `supcon_loss`.
     """
+    extra = _extra(contrast_features, contrast_labels, contrast_mask)
     if axis_name is None:
-        _check_common(features, labels, mask, contrast_mode, chunk_size)
+        _check_common(features, labels, mask, contrast_mode, chunk_size, extra)
     _check_positive("margin", margin)
     sums = _anchor_sums(
         functools.partial(_pair_rows, margin=margin),
@@ -482,6 +571,7 @@ def contrastive_pair_loss(
         contrast_mode=contrast_mode,
         chunk_size=chunk_size,
         axis_name=axis_name,
+        extra=extra,
     )
     pos_total, pos_count, neg_total, neg_count = sums
     return _mean(pos_total, pos_count) + _mean(neg_total, neg_count)
@@ -513,15 +603,20 @@ def triplet_loss(
     contrast_mode: str = "all",
     chunk_size: int | None = None,
     axis_name: str | None = None,
+    contrast_features: jax.Array | None = None,
+    contrast_labels: jax.Array | None = None,
+    contrast_mask: jax.Array | None = None,
 ) -> jax.Array:
     """Triplet loss max(0, d(a, p) - d(a, n) + margin) with in-batch mining (Hermans et al. 2017).
 
     "batch_hard": per anchor, its farthest positive and nearest negative; mean over anchors with
     both. "batch_all": every valid triplet; mean over the triplets with a non-zero loss. Memory
-    of "batch_all" is O(chunk * N^2): set `chunk_size` for large batches.
+    of "batch_all" is O(chunk * N^2): set `chunk_size` for large batches. `contrast_*`: extra
+    positives and negatives to mine from, as in `supcon_loss`.
     """
+    extra = _extra(contrast_features, contrast_labels, contrast_mask)
     if axis_name is None:
-        _check_common(features, labels, mask, contrast_mode, chunk_size)
+        _check_common(features, labels, mask, contrast_mode, chunk_size, extra)
     _check_positive("margin", margin)
     _check_choice("mining", mining, TRIPLET_MINING)
     sums = _anchor_sums(
@@ -532,6 +627,7 @@ def triplet_loss(
         contrast_mode=contrast_mode,
         chunk_size=chunk_size,
         axis_name=axis_name,
+        extra=extra,
     )
     return _mean(*sums)
 
@@ -549,6 +645,8 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array, *, label_smoothing:
 
 # ----------------------------------------------------------------------------- sharding
 
+CONTRAST_ARGUMENTS = ("contrast_features", "contrast_labels", "contrast_mask")
+
 FEATURE_LOSSES = {
     "supcon": supcon_loss,
     "simclr": ntxent_loss,
@@ -562,27 +660,33 @@ def sharded(loss_fn: Callable[..., jax.Array], mesh: Mesh, axis_name: str = "dat
     `axis_name`: each device computes its anchor rows against the all-gathered contrast set.
 
     Inputs are validated on their global shapes before the `shard_map`; the result is the same
-    scalar (and gradient) as the unsharded loss.
+    scalar (and gradient) as the unsharded loss. Extra contrast samples (`contrast_features`,
+    `contrast_labels`, `contrast_mask`) are sharded like the batch: each device holds a slice of
+    the queue, gathered into the contrast set with the batch.
     """
 
     def wrapped(features, labels=None, *, mask=None, **kwargs):
-        inputs = {"features": features}
-        if labels is not None:
-            inputs["labels"] = labels
-        if mask is not None:
-            inputs["mask"] = mask
+        inputs = {"features": features, "labels": labels, "mask": mask}
+        inputs |= {name: kwargs.pop(name, None) for name in CONTRAST_ARGUMENTS}
+        inputs = {k: v for k, v in inputs.items() if v is not None}
         if mesh.shape[axis_name] == 1:  # nothing to shard: skip the all-gather
             return loss_fn(**inputs, **kwargs)
-        _check_common(features, labels, mask, kwargs.get("contrast_mode", "all"), kwargs.get("chunk_size"))
+        extra = _extra(*(inputs.get(name) for name in CONTRAST_ARGUMENTS))
+        _check_common(features, labels, mask, kwargs.get("contrast_mode", "all"), kwargs.get("chunk_size"), extra)
+        devices = mesh.shape[axis_name]
         batch = features.shape[0]
-        if batch % mesh.shape[axis_name]:
-            raise ValueError(f"batch={batch} must divide by the {mesh.shape[axis_name]} devices of axis {axis_name!r}")
+        if batch % devices:
+            raise ValueError(f"batch={batch} must divide by the {devices} devices of axis {axis_name!r}")
+        if extra is not None and extra.features.shape[0] % devices:
+            size = extra.features.shape[0]
+            raise ValueError(f"contrast_features has {size} rows; it must divide by the {devices} devices")
         specs = {"features": P(axis_name), "labels": P(axis_name), "mask": P(axis_name, None)}
+        specs |= {name: P(axis_name) for name in CONTRAST_ARGUMENTS}  # each device: a slice of the queue
         specs = {k: v for k, v in specs.items() if k in inputs}
 
         def local(args):
-            extra = {k: v for k, v in args.items() if k != "features"}
-            return loss_fn(args["features"], axis_name=axis_name, **extra, **kwargs)
+            rest = {k: v for k, v in args.items() if k != "features"}
+            return loss_fn(args["features"], axis_name=axis_name, **rest, **kwargs)
 
         return jax.shard_map(local, mesh=mesh, in_specs=(specs,), out_specs=P())(inputs)
 

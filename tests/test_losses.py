@@ -10,6 +10,8 @@ A(i) = every sample but i:
   L_out(i) = -1/|P(i)| sum_p log_prob(i, p);   L_in(i) = -log(1/|P(i)| sum_p exp(log_prob(i, p)))
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,6 +42,28 @@ def logsumexp(values):
     return top + np.log(np.exp(values - top).sum())
 
 
+class Contrast:
+    """The contrast set of the references: the batch's samples `(b, v)`, then the valid extra
+    samples `("queue", k)` (positives of the anchors with their label; SimCLR: of none)."""
+
+    def __init__(self, z, labels, mask, contrast_features=None, contrast_labels=None, contrast_mask=None):
+        self.z, self.related = z, positive_relation(z.shape[0], labels, mask)
+        self.labels = None if labels is None else np.asarray(labels)
+        self.queue = None if contrast_features is None else np.asarray(contrast_features, np.float64)
+        self.queue_labels = None if contrast_labels is None else np.asarray(contrast_labels)
+        size = 0 if self.queue is None else len(self.queue)
+        valid = np.ones(size, bool) if contrast_mask is None else np.asarray(contrast_mask)
+        self.extra = [("queue", k) for k in range(size) if valid[k]]
+
+    def vector(self, s):
+        return self.queue[s[1]] if s[0] == "queue" else self.z[s]
+
+    def is_positive(self, anchor_example, s):
+        if s[0] == "queue":
+            return self.labels is not None and self.labels[anchor_example] == self.queue_labels[s[1]]
+        return bool(self.related[anchor_example, s[0]])
+
+
 def reference_supcon(
     features,
     labels=None,
@@ -49,16 +73,17 @@ def reference_supcon(
     contrast_mode="all",
     loss_type="out",
     denominator="all",
+    **queue,
 ):
     z = np.asarray(features, np.float64)
-    related = positive_relation(z.shape[0], labels, mask)
+    contrast = Contrast(z, labels, mask, **queue)
     samples, anchors = samples_and_anchors(z, contrast_mode)
     per_anchor = []
     for b, v in anchors:
-        others = [s for s in samples if s != (b, v)]
-        sim = {s: z[b, v] @ z[s] / temperature for s in others}
-        positives = [s for s in others if related[b, s[0]]]
-        negatives = [s for s in others if not related[b, s[0]]]
+        others = [s for s in samples if s != (b, v)] + contrast.extra
+        sim = {s: z[b, v] @ contrast.vector(s) / temperature for s in others}
+        positives = [s for s in others if contrast.is_positive(b, s)]
+        negatives = [s for s in others if not contrast.is_positive(b, s)]
         if not positives or (denominator == "negatives_only" and not negatives):
             continue
         log_probs = []
@@ -78,33 +103,33 @@ def reference_supcon(
     return scale * float(np.mean(per_anchor)) if per_anchor else 0.0
 
 
-def reference_pair(features, labels=None, mask=None, margin=1.0, contrast_mode="all"):
+def reference_pair(features, labels=None, mask=None, margin=1.0, contrast_mode="all", **queue):
     z = np.asarray(features, np.float64)
-    related = positive_relation(z.shape[0], labels, mask)
+    contrast = Contrast(z, labels, mask, **queue)
     samples, anchors = samples_and_anchors(z, contrast_mode)
     positive_terms, negative_terms = [], []
     for a in anchors:
-        for s in samples:
+        for s in samples + contrast.extra:
             if s == a:
                 continue
-            d = np.linalg.norm(z[a] - z[s])
-            if related[a[0], s[0]]:
+            d = np.linalg.norm(z[a] - contrast.vector(s))
+            if contrast.is_positive(a[0], s):
                 positive_terms.append(d**2)
             else:
                 negative_terms.append(max(0.0, margin - d) ** 2)
     return (np.mean(positive_terms) if positive_terms else 0.0) + (np.mean(negative_terms) if negative_terms else 0.0)
 
 
-def reference_triplet(features, labels=None, mask=None, margin=0.2, mining="batch_hard", contrast_mode="all"):
+def reference_triplet(features, labels=None, mask=None, margin=0.2, mining="batch_hard", contrast_mode="all", **queue):
     z = np.asarray(features, np.float64)
-    related = positive_relation(z.shape[0], labels, mask)
+    contrast = Contrast(z, labels, mask, **queue)
     samples, anchors = samples_and_anchors(z, contrast_mode)
     terms = []
     for a in anchors:
-        others = [s for s in samples if s != a]
-        d = {s: np.linalg.norm(z[a] - z[s]) for s in others}
-        positives = [s for s in others if related[a[0], s[0]]]
-        negatives = [s for s in others if not related[a[0], s[0]]]
+        others = [s for s in samples if s != a] + contrast.extra
+        d = {s: np.linalg.norm(z[a] - contrast.vector(s)) for s in others}
+        positives = [s for s in others if contrast.is_positive(a[0], s)]
+        negatives = [s for s in others if not contrast.is_positive(a[0], s)]
         if mining == "batch_hard":
             if positives and negatives:
                 terms.append(max(0.0, max(d[p] for p in positives) - min(d[n] for n in negatives) + margin))
@@ -158,8 +183,9 @@ ASYMMETRIC_MASK = np.array(
 
 def check_against_reference(loss_fn, reference_fn, features, *, rtol=1e-5, grad_atol=2e-5, **kwargs):
     """Value and gradient of `loss_fn` (float32, jitted) against the float64 reference."""
-    inputs = {k: jnp.asarray(v) for k, v in kwargs.items() if k in ("labels", "mask") and v is not None}
-    options = {k: v for k, v in kwargs.items() if k not in ("labels", "mask")}
+    arrays = ("labels", "mask", *losses.CONTRAST_ARGUMENTS)
+    inputs = {k: jnp.asarray(v) for k, v in kwargs.items() if k in arrays and v is not None}
+    options = {k: v for k, v in kwargs.items() if k not in arrays}
     value, grad = jax.jit(jax.value_and_grad(lambda x: loss_fn(x, **inputs, **options)))(
         jnp.asarray(features, jnp.float32)
     )
@@ -450,3 +476,152 @@ def test_numpy_and_jax_scalar_temperatures_are_checked_and_a_traced_one_works():
         - reference_supcon(np.asarray(features), LABELS, temperature=0.3 - 1e-5)
     ) / 2e-5
     np.testing.assert_allclose(float(grad), expected, rtol=1e-3)
+
+
+# ----------------------------------------------------------------------------- extra contrast samples (a queue)
+
+QUEUE_FEATURES = random_features(11, 7, 1, 5)[:, 0]  # 7 past features, dim 5
+QUEUE_LABELS = np.array([0, 2, 3, 1, 0, 3, 2])  # class 3 only in the queue; class 2 gains positives
+QUEUE_VALID = np.array([True, True, False, True, True, True, False])
+QUEUE = dict(contrast_features=QUEUE_FEATURES, contrast_labels=QUEUE_LABELS, contrast_mask=QUEUE_VALID)
+SIMCLR_QUEUE = dict(contrast_features=QUEUE_FEATURES, contrast_mask=QUEUE_VALID)
+
+QUEUE_CASES = [
+    dict(labels=LABELS, **QUEUE),  # the fast default path
+    dict(labels=LABELS, chunk_size=5, **QUEUE),
+    dict(labels=LABELS, contrast_mode="one", **QUEUE),
+    dict(labels=LABELS, loss_type="in", **QUEUE),
+    dict(labels=LABELS, denominator="one_positive", **QUEUE),
+    dict(labels=LABELS, denominator="negatives_only", chunk_size=4, **QUEUE),
+    dict(labels=LABELS, contrast_features=QUEUE_FEATURES, contrast_labels=QUEUE_LABELS),  # no mask: all used
+    dict(temperature=0.5, **SIMCLR_QUEUE),  # SimCLR: every entry a negative
+    dict(temperature=0.5, contrast_mode="one", loss_type="in", **SIMCLR_QUEUE),
+]
+
+
+# SimCLR with one view has no positive (only labelled cases run with one view).
+QUEUE_GRID = [(case, views) for case in QUEUE_CASES for views in (1, 2) if views > 1 or "labels" in case]
+
+
+@pytest.mark.parametrize(
+    "case, views",
+    QUEUE_GRID,
+    ids=lambda c: "-".join(k for k in c if not k.startswith("contrast")) if isinstance(c, dict) else f"v{c}",
+)
+def test_supcon_with_extra_contrast_samples_matches_reference(case, views):
+    check_against_reference(losses.supcon_loss, reference_supcon, random_features(0, 6, views, 5), **case)
+
+
+@pytest.mark.parametrize(
+    "loss_fn, reference_fn, options",
+    [
+        (losses.contrastive_pair_loss, reference_pair, {}),
+        (losses.triplet_loss, reference_triplet, {"mining": "batch_hard"}),
+        (losses.triplet_loss, reference_triplet, {"mining": "batch_all", "chunk_size": 5}),
+    ],
+    ids=["pair", "triplet-hard", "triplet-all"],
+)
+def test_metric_losses_with_extra_contrast_samples_match_reference(loss_fn, reference_fn, options):
+    check_against_reference(loss_fn, reference_fn, random_features(6, 6, 2, 5), labels=LABELS, **QUEUE, **options)
+
+
+def test_an_all_masked_queue_equals_no_queue_and_the_queue_gets_no_gradient():
+    features = jnp.asarray(random_features(1, 6, 2, 5), jnp.float32)
+    labels = jnp.asarray(LABELS)
+    queue = jnp.asarray(QUEUE_FEATURES, jnp.float32)
+    for loss_fn in (losses.supcon_loss, losses.contrastive_pair_loss, losses.triplet_loss):
+        plain = jax.value_and_grad(lambda x, loss_fn=loss_fn: loss_fn(x, labels))(features)
+        masked = jax.value_and_grad(
+            lambda x, loss_fn=loss_fn: loss_fn(
+                x,
+                labels,
+                contrast_features=queue,
+                contrast_labels=jnp.asarray(QUEUE_LABELS),
+                contrast_mask=jnp.zeros(7, bool),
+            )
+        )(features)
+        np.testing.assert_allclose(masked[0], plain[0], rtol=1e-6, err_msg=loss_fn.__name__)
+        np.testing.assert_allclose(masked[1], plain[1], atol=1e-6, err_msg=loss_fn.__name__)
+    queue_grad = jax.grad(
+        lambda q: losses.supcon_loss(features, labels, contrast_features=q, contrast_labels=jnp.asarray(QUEUE_LABELS))
+    )(queue)
+    assert np.all(np.asarray(queue_grad) == 0.0)
+
+
+@pytest.mark.parametrize(
+    "name, loss_fn, extra",
+    [
+        ("supcon", losses.supcon_loss, {"labels": True}),
+        ("simclr", losses.ntxent_loss, {}),
+        ("pair", losses.contrastive_pair_loss, {"labels": True}),
+    ],
+)
+def test_a_queue_sharded_over_eight_devices_and_chunked_equals_one_device(name, loss_fn, extra):
+    features = jnp.asarray(random_features(7, 16, 2, 8), jnp.float32)
+    queue = jnp.asarray(random_features(8, 24, 1, 8)[:, 0], jnp.float32)
+    kwargs = {"contrast_features": queue, "contrast_mask": jnp.arange(24) % 5 != 0}
+    if extra.get("labels"):
+        rng = np.random.default_rng(9)
+        kwargs |= {
+            "labels": jnp.asarray(rng.integers(0, 4, 16)),
+            "contrast_labels": jnp.asarray(rng.integers(0, 5, 24)),
+        }
+    mesh = parallel.create_mesh()
+    assert mesh.size == 8
+    plain = jax.jit(jax.value_and_grad(lambda x: loss_fn(x, **kwargs)))(features)
+    sharded_inputs = parallel.to_global(kwargs, mesh)  # the queue sharded like the batch
+    features_sharded = parallel.to_global({"features": features}, mesh)["features"]
+    variants = {
+        "sharded": jax.jit(jax.value_and_grad(lambda x, kw: losses.sharded(loss_fn, mesh)(x, **kw)))(
+            features_sharded, sharded_inputs
+        ),
+        "chunked": jax.jit(jax.value_and_grad(lambda x: loss_fn(x, chunk_size=7, **kwargs)))(features),
+        "sharded+chunked": jax.jit(
+            jax.value_and_grad(lambda x, kw: losses.sharded(loss_fn, mesh)(x, chunk_size=3, **kw))
+        )(features_sharded, sharded_inputs),
+    }
+    for label, (value, grad) in variants.items():
+        np.testing.assert_allclose(float(value), float(plain[0]), rtol=1e-5, err_msg=label)
+        np.testing.assert_allclose(np.asarray(grad), np.asarray(plain[1]), atol=1e-5, err_msg=label)
+
+
+def test_bfloat16_features_with_a_float32_queue():
+    features = jnp.asarray(random_features(2, 6, 2, 5), jnp.bfloat16)
+    value, grad = jax.value_and_grad(
+        lambda x: losses.supcon_loss(
+            x,
+            jnp.asarray(LABELS),
+            contrast_features=jnp.asarray(QUEUE_FEATURES, jnp.float32),
+            contrast_labels=jnp.asarray(QUEUE_LABELS),
+        )
+    )(features)
+    expected = reference_supcon(
+        np.asarray(features, np.float32), LABELS, **{k: v for k, v in QUEUE.items() if k != "contrast_mask"}
+    )
+    np.testing.assert_allclose(float(value), expected, rtol=2e-2)
+    assert grad.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(grad, np.float32)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(mask=np.eye(6), contrast_features=np.zeros((3, 5))), "cannot be used with mask="),
+        (dict(labels=LABELS, contrast_features=np.zeros((3, 5))), "contrast_labels must be given exactly when"),
+        (dict(contrast_features=np.zeros((3, 5)), contrast_labels=np.zeros(3, int)), "exactly when labels are"),
+        (dict(labels=LABELS, contrast_features=np.zeros((3, 4)), contrast_labels=np.zeros(3, int)), "[K, dim]=[K, 5]"),
+        (dict(labels=LABELS, contrast_features=np.zeros((3, 5)), contrast_labels=np.zeros(2, int)), "[K]=[3]"),
+        (dict(contrast_features=np.zeros((3, 5)), contrast_mask=np.ones(3)), "contrast_mask must be bool"),
+        (dict(contrast_labels=np.zeros(3, int)), "need contrast_features"),
+    ],
+)
+def test_bad_extra_contrast_samples_raise_a_clear_value_error(kwargs, message):
+    features = jnp.asarray(random_features(0, 6, 2, 5), jnp.float32)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        losses.supcon_loss(features, **{k: jnp.asarray(v) for k, v in kwargs.items()})
+
+
+def test_a_queue_that_does_not_divide_by_the_devices_is_refused():
+    mesh = parallel.create_mesh()
+    features = jnp.asarray(random_features(0, 8, 2, 5), jnp.float32)
+    with pytest.raises(ValueError, match="contrast_features has 9 rows; it must divide by the 8 devices"):
+        losses.sharded(losses.supcon_loss, mesh)(features, contrast_features=jnp.zeros((9, 5)))
