@@ -77,10 +77,11 @@ def test_step_benchmark_times_a_compiled_step_on_resident_and_pipelined_input(tm
         "--steps=1",
         "--peak_tflops=1.0",
     ]
-    # the pipelined run also rematerialises the blocks (the training step with model.remat)
-    extras = ([], ["--pipeline", "--config.model.remat=True"])
+    # the pipelined run also rematerialises the blocks and keeps a feature queue of 64 x 128 floats
+    extras = ([], ["--pipeline", "--config.model.remat=True", "--config.loss.queue_size=64"])
     records = [run_script("step", *tiny, *extra, cwd=tmp_path, devices=2)[-1] for extra in extras]
     assert [record["remat"] for record in records] == [False, True]
+    assert [record["queue_mib"] for record in records] == [0.0, round(64 * (128 * 4 + 4) / 2**20, 3)]
     for record in records:
         assert record["bench"] == "step" and record["devices"] == 2 and record["batch"] == 8
         assert record["step_time_s"] > 0 and record["compile_s"] > 0 and record["tflop_per_step"] > 0

@@ -175,6 +175,14 @@ BAD_INPUTS = [  # (config file, override, the one line on stderr after "jax-supc
     (SUPCON, "--config.augment.recipe=bol", "augment.recipe='bol'; allowed: ('supcon_cifar', 'simclr', 'byol',"),
     (SUPCON, "--config.lossx.name=foo", 'unknown config key \'lossx\'; Did you mean "loss" instead of "lossx"?'),
     (SUPCON, "--config.ema_decay=1.0", "ema_decay=1.0 must be in [0, 1) (0: no EMA)"),
+    (SUPCON, "--config.loss.queue_size=-64", "loss.queue_size=-64 must be >= 0 (0: no queue)"),
+    (
+        SUPCON,
+        "--config.loss.queue_size=1000",
+        "loss.queue_size=1000 must be a multiple of the 512 features a step enqueues (batch_size=256 x 2 view(s), "
+        "loss.queue_views='all'), e.g. 1024",
+    ),
+    (SUPCON, "--config.loss.queue_views=two", "loss.queue_views='two'; allowed: ('all', 'one')"),
     (SUPCON, "--config.eval_with_ema=True", "eval_with_ema=True needs ema_decay > 0"),
     (SUPCON, "--config.total_steps=0", "the run must have > 0 steps, got 0"),
     ("--config=configs/nope.py", "--config.seed=1", "cannot load --config: [Errno 2] No such file or directory"),
@@ -657,9 +665,11 @@ def test_sigterm_outside_the_step_loop_stops_cleanly_and_never_loses_the_summary
     assert [m["step"] for m in read_metrics(workdir) if "loss" in m] == [1, 2, 3]
 
 
-def test_sigkill_and_the_same_command_again_log_the_losses_of_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("queue", [[], ["--config.loss.queue_size=64"]], ids=["plain", "with_a_feature_queue"])
+def test_sigkill_and_the_same_command_again_log_the_losses_of_an_uninterrupted_run(tmp_path, queue):
     args = [
         *TINY_CLI,
+        *queue,  # 2 steps fill it: checkpoint 4 holds a full queue that step 5 must see again
         "--config.log_every_steps=1",
         "--config.checkpoint_every_steps=2",
         "--config.optimizer.schedule=constant",

@@ -416,6 +416,7 @@ def step_benchmark(config, *, steps: int, pipeline: bool = False, peak_tflops: f
         "loss_value": float(metrics["loss"]),
         "peak_memory_gib": _peak_memory_gib(jax.devices()[0]),
         "xla_temp_gib": _gib(memory.temp_size_in_bytes) if memory else None,
+        "queue_mib": round(sum(leaf.nbytes for leaf in jax.tree.leaves(state.queue)) / 2**20, 3),
         "remat": config.model.remat,
         "devices": mesh.size,
         "device": jax.devices()[0].device_kind,

@@ -79,6 +79,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.chunk_size = placeholder(int)  # anchors per row block; None: one block
     config.loss.margin = placeholder(float)  # pair (default 1.0) / triplet (default 0.2)
     config.loss.mining = "batch_hard"  # triplet: "batch_hard" or "batch_all"
+    config.loss.queue_size = 0  # past features contrasted with each batch (0: none); see train/queue.py
+    config.loss.queue_views = "all"  # what a step enqueues: "all" views or "one" per example
 
     config.augment = augment_config()
 

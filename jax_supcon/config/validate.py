@@ -12,6 +12,7 @@ from jax_supcon import losses, models, optim
 from jax_supcon.data import recipes, sources
 from jax_supcon.evaluate import validation
 from jax_supcon.jobs import JOBS
+from jax_supcon.train import queue as feature_queue
 
 POSITIVE_RUN_KEYS = (
     "log_every_steps",
@@ -65,6 +66,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in POSITIVE_RUN_KEYS:
         if config[key] <= 0:
             raise ValueError(f"{key}={config[key]} must be > 0")
+    feature_queue.validate_queue_config(config.loss, config.batch_size)
     if not 0 <= config.ema_decay < 1:
         raise ValueError(f"ema_decay={config.ema_decay} must be in [0, 1) (0: no EMA)")
     if config.eval_with_ema and not config.ema_decay:

@@ -17,6 +17,7 @@ from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.data import augment
 from jax_supcon.evaluate import embeddings, validation
 from jax_supcon.train import inputs, loop, preemption, pretrained
+from jax_supcon.train import queue as feature_queue
 from jax_supcon.train import workdir as run_dir
 from jax_supcon.train.state import (
     TrainState,
@@ -28,11 +29,19 @@ from jax_supcon.train.state import (
 )
 
 
-def contrastive_loss(z: jax.Array, labels: jax.Array, loss_config: ml_collections.ConfigDict, mesh: Mesh) -> jax.Array:
+def contrastive_loss(
+    z: jax.Array,
+    labels: jax.Array,
+    loss_config: ml_collections.ConfigDict,
+    mesh: Mesh,
+    contrast: dict[str, jax.Array] | None = None,
+) -> jax.Array:
     """The configured loss on `[batch, views, dim]` projections sharded over the mesh: each
-    device computes its anchor rows against the gathered batch (see `losses.sharded`)."""
+    device computes its anchor rows against the gathered batch (see `losses.sharded`), and the
+    `contrast_*` samples of the feature queue when there is one."""
     name = loss_config.name
     options = {"contrast_mode": loss_config.contrast_mode, "chunk_size": loss_config.chunk_size}
+    options |= contrast or {}
     if name in ("supcon", "simclr"):
         options |= {
             "temperature": loss_config.temperature,
@@ -61,6 +70,10 @@ def pretrain_step(
     """Augment the views on device, forward all of them as one batch, SupCon loss (plus the online
     probe's cross-entropy on stop-gradient features, which cannot reach the encoder), optax update."""
     num_views = config.loss.num_views
+    per_step = feature_queue.entries_per_step(config.loss, batch["label"].shape[0])
+    contrast = feature_queue.contrast_arguments(
+        state.queue, state.step, per_step, with_labels=config.loss.name != "simclr"
+    )
     rng = jax.random.fold_in(state.rng, state.step)
     views = augment.augment_views(rng, batch["image"], config.augment, num_views)
     batch_size = views.shape[0]
@@ -75,7 +88,8 @@ def pretrain_step(
             mutable=["batch_stats"],
             method=model.with_probe,
         )
-        loss = contrastive_loss(z.reshape(batch_size, num_views, -1), batch["label"], config.loss, mesh)
+        z = z.reshape(batch_size, num_views, -1)
+        loss = contrastive_loss(z, batch["label"], config.loss, mesh, contrast)
         probe = {}
         if probe_logits is not None:
             labels = jnp.repeat(batch["label"], num_views)  # example-major, as `inputs`
@@ -83,10 +97,12 @@ def pretrain_step(
                 "probe_loss": losses.cross_entropy_loss(probe_logits, labels),
                 "probe_top1": jnp.mean(jnp.argmax(probe_logits, -1) == labels),
             }
-        return loss + probe.get("probe_loss", 0.0), (loss, probe, updated["batch_stats"])
+        return loss + probe.get("probe_loss", 0.0), (loss, probe, updated["batch_stats"], z)
 
-    (_, (loss, probe, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, (loss, probe, batch_stats, z)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = apply_gradients(state, grads, tx, batch_stats=batch_stats, ema_decay=config.ema_decay)
+    queue = feature_queue.enqueue(state.queue, state.step, z, batch["label"], config.loss.queue_views)
+    new_state = new_state.replace(queue=queue)
     metrics = {"loss": loss, **probe, "learning_rate": schedule(state.step), "grad_norm": optax.global_norm(grads)}
     return new_state, metrics
 

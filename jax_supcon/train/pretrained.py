@@ -9,6 +9,7 @@ whatever stage 1 did meanwhile, so a classifier is never trained or scored on tw
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from jax.sharding import Mesh
 
 from jax_supcon import models, optim
 from jax_supcon.checkpoint import Checkpointer, checkpoint_directory
+from jax_supcon.train import queue as feature_queue
 from jax_supcon.train import state as train_state
 from jax_supcon.train.workdir import MetricLogger, load_config, write_json
 
@@ -50,11 +52,13 @@ def build(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int
     model = models.create_contrastive_model(config.model, probe_classes(config))
     tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps, config.batch_size)
     size = config.data.image_size
+    queue_size = config.loss.get("queue_size", 0)
     init = train_state.init_state_fn(
         lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False),
         tx,
         config.seed,
         ema=config.get("ema_decay", 0.0) > 0,
+        queue=functools.partial(feature_queue.init_queue, queue_size, config.model.proj_dim),
     )
     return model, tx, schedule, init
 

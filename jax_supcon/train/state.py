@@ -33,6 +33,7 @@ class TrainState:
     opt_state: Any
     rng: jax.Array  # raw uint32 key; the step's key is fold_in(rng, step)
     ema: Any = flax.struct.field(default_factory=dict)  # {"params", "batch_stats"} averages; {} when off
+    queue: Any = flax.struct.field(default_factory=dict)  # {"features", "labels"}, see train/queue.py; {} when off
 
     def variables(self, use_ema: bool = False) -> dict[str, Any]:
         """`{"params", "batch_stats"}` for `model.apply`: the trained ones or their EMA."""
@@ -44,10 +45,16 @@ class TrainState:
 
 
 def init_state_fn(
-    init_variables: Callable[[jax.Array], Any], tx: optax.GradientTransformation, seed: int, *, ema: bool = False
+    init_variables: Callable[[jax.Array], Any],
+    tx: optax.GradientTransformation,
+    seed: int,
+    *,
+    ema: bool = False,
+    queue: Callable[[], Any] = dict,
 ) -> Callable[[], TrainState]:
     """A function of no arguments building the initial state (to eval_shape and jit); with `ema`,
-    the state also carries an exponential moving average of the variables, starting at them."""
+    the state also carries an exponential moving average of the variables, starting at them;
+    `queue()` builds its empty feature queue (`train.queue.init_queue`; none by default)."""
 
     def init() -> TrainState:
         init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
@@ -61,6 +68,7 @@ def init_state_fn(
             opt_state=tx.init(params),
             rng=state_rng,
             ema={"params": params, "batch_stats": batch_stats} if ema else {},
+            queue=queue(),
         )
 
     return init
@@ -104,11 +112,15 @@ def is_finite(state: TrainState, loss: jax.Array) -> jax.Array:
 
 
 def abstract_state(init: Callable[[], TrainState], mesh: Mesh) -> TrainState:
-    """Shapes, dtypes and (replicated) shardings of the state, without allocating it."""
-    sharding = parallel.replicated(mesh)
-    return jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), jax.eval_shape(init)
-    )
+    """Shapes, dtypes and shardings of the state, without allocating it: the feature queue sharded
+    over the data axis (each device holds a slice), everything else replicated."""
+    replicated, sharded = parallel.replicated(mesh), parallel.data_sharding(mesh)
+
+    def place(path, leaf):
+        in_queue = bool(path) and getattr(path[0], "name", None) == "queue"
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharded if in_queue else replicated)
+
+    return jax.tree_util.tree_map_with_path(place, jax.eval_shape(init))
 
 
 def state_shardings(state: TrainState) -> Any:

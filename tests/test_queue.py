@@ -1,0 +1,80 @@
+"""The feature queue: FIFO order and masking, its sharding, and whole runs with it (exact resume,
+1 vs 8 devices, the queue actually used). The loss's handling of extra contrast samples is
+checked against the float64 reference in test_losses.py."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from conftest import read_metrics
+
+from jax_supcon import parallel
+from jax_supcon.jobs import pretrain
+from jax_supcon.train import pretrained
+from jax_supcon.train import queue as feature_queue
+from jax_supcon.train.state import abstract_state
+
+
+def loss_config(views="all", num_views=2):
+    return ml_collections.ConfigDict(dict(num_views=num_views, queue_views=views, queue_size=0))
+
+
+def test_the_queue_is_a_fifo_whose_unwritten_entries_are_masked():
+    queue = feature_queue.init_queue(6, 3)
+    per_step = feature_queue.entries_per_step(loss_config("one"), 2)  # 2 examples, first view only
+    assert per_step == 2
+    written = []
+    for step in range(5):
+        mask = np.asarray(feature_queue.filled(queue, jnp.asarray(step), per_step))
+        assert mask.tolist() == [i < min(2 * step, 6) for i in range(6)]  # entries of earlier steps only
+        features = jnp.full((2, 2, 3), float(step)).at[:, 1].set(-1.0)  # view 2 must not be enqueued
+        labels = jnp.asarray([10 * step, 10 * step + 1])
+        queue = feature_queue.enqueue(queue, jnp.asarray(step), features, labels, "one")
+        written.append(step)
+    # Steps 0-2 filled rows 0-5; steps 3 and 4 overwrote the oldest (steps 0 and 1) in order.
+    assert np.asarray(queue["features"])[:, 0].tolist() == [3, 3, 4, 4, 2, 2]
+    assert np.asarray(queue["labels"]).tolist() == [30, 31, 40, 41, 20, 21]
+    arguments = feature_queue.contrast_arguments(queue, jnp.asarray(5), per_step, with_labels=False)
+    assert sorted(arguments) == ["contrast_features", "contrast_mask"] and bool(arguments["contrast_mask"].all())
+    assert feature_queue.contrast_arguments({}, jnp.asarray(5), per_step, with_labels=True) == {}
+
+
+def test_all_views_are_enqueued_example_by_example():
+    queue = feature_queue.init_queue(8, 1)
+    assert feature_queue.entries_per_step(loss_config("all", num_views=2), 2) == 4
+    features = jnp.asarray([[[1.0], [2.0]], [[3.0], [4.0]]])
+    queue = feature_queue.enqueue(queue, jnp.asarray(1), features, jnp.asarray([7, 8]), "all")
+    assert np.asarray(queue["features"])[:, 0].tolist() == [0, 0, 0, 0, 1, 2, 3, 4]
+    assert np.asarray(queue["labels"]).tolist() == [0, 0, 0, 0, 7, 7, 8, 8]
+
+
+def test_the_queue_is_sharded_over_the_devices_and_the_rest_replicated(pretrain_config):
+    pretrain_config.loss.queue_size = 64
+    pretrain_config.data.num_classes = 10
+    _, _, _, init = pretrained.build(pretrain_config, total_steps=3, warmup_steps=0)
+    target = abstract_state(init, parallel.create_mesh())
+    assert target.queue["features"].shape == (64, 8) and target.queue["labels"].shape == (64,)
+    assert target.queue["features"].sharding.spec == parallel.data_sharding(parallel.create_mesh()).spec
+    assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(target.params))
+    assert not target.queue["features"].sharding.is_fully_replicated
+
+
+def test_a_run_with_a_queue_resumes_exactly_and_is_the_same_on_one_and_eight_devices(pretrain_config, tmp_path):
+    pretrain_config.optimizer.schedule = "constant"
+    pretrain_config.loss.queue_size = 64  # two steps of 16 x 2 views: full from step 3 on
+    pretrain_config.total_steps = 4
+    eight, one = parallel.create_mesh(), parallel.create_mesh(jax.devices()[:1])
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "straight"), mesh=eight)
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "one"), mesh=one)
+    pretrain_config.total_steps = 2  # checkpoint at 2 holds a half-filled queue
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "restarted"), mesh=eight)
+    pretrain_config.total_steps = 4
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "restarted"), mesh=eight)
+    pretrain_config.loss.queue_size = 0
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "no_queue"), mesh=eight)
+    losses = {name: [m["loss"] for m in read_metrics(tmp_path / name)] for name in ("straight", "one", "restarted")}
+    no_queue = [m["loss"] for m in read_metrics(tmp_path / "no_queue")]
+    np.testing.assert_allclose(losses["restarted"], losses["straight"], rtol=1e-5)
+    np.testing.assert_allclose(losses["one"], losses["straight"], rtol=2e-5)
+    assert losses["straight"][0] == no_queue[0]  # step 1: the queue is empty, every entry masked
+    assert all(abs(q - n) > 1e-3 for q, n in zip(losses["straight"][1:], no_queue[1:], strict=True))
