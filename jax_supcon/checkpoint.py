@@ -7,6 +7,7 @@ killed mid-save leaves the previous checkpoint intact and the next start resumes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import gc
 import os
@@ -208,15 +209,38 @@ class Checkpointer:
             self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
-        """Restore into the shapes, dtypes and shardings of `abstract_state` (from eval_shape)."""
+        """Restore into the shapes, dtypes and shardings of `abstract_state` (from eval_shape).
+
+        A dataclass field that the state gained after the checkpoint was written (a feature added
+        to the library since: it is saved without it) restores as empty when it is empty in
+        `abstract_state` (the feature is off), so runs recorded by an older version go on."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        target, added = self._without_added_fields(abstract_state, step)
         try:
-            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+            restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
         except Exception:
             _drop_orbax_read_leftovers()
             raise
+        return restored if not added else type(abstract_state)(**restored, **{name: {} for name in added})
+
+    def _without_added_fields(self, abstract_state: Any, step: int) -> tuple[Any, list[str]]:
+        """(`abstract_state` as a dict without its empty fields that checkpoint `step` lacks, their
+        names), or (`abstract_state`, []) when it has them all (or is not a dataclass)."""
+        if not dataclasses.is_dataclass(abstract_state):
+            return abstract_state, []
+        try:
+            saved = getattr(self._manager.item_metadata(step), "tree", None)
+        except Exception:  # unreadable metadata: the restore itself reports it
+            return abstract_state, []
+        if not isinstance(saved, dict):
+            return abstract_state, []
+        fields = {field.name: getattr(abstract_state, field.name) for field in dataclasses.fields(abstract_state)}
+        added = [name for name, value in fields.items() if name not in saved and isinstance(value, dict) and not value]
+        if not added:
+            return abstract_state, []
+        return {name: value for name, value in fields.items() if name not in added}, added
 
     def restore_newest_readable(self, abstract_state: Any) -> tuple[Any, int]:
         """(state, step) of the newest checkpoint that restores. Newer ones that do not (truncated,

@@ -74,23 +74,30 @@ def _check_common(
 
 
 class _Extra(NamedTuple):
-    """Extra contrast samples (a queue of past features): never anchors, no gradient."""
+    """What the contrast set takes from elsewhere, never anchors and without gradient: extra
+    samples (a queue of past features) and/or the batch's own samples from another network."""
 
-    features: jax.Array  # [K, dim]
+    features: jax.Array | None  # [K, dim]
     labels: jax.Array | None  # [K]; None for SimCLR (every entry a negative)
     valid: jax.Array | None  # [K] bool; None: all valid
+    keys: jax.Array | None = None  # [batch, views, dim]: the batch's contrast samples (momentum keys)
 
 
-def _extra(contrast_features, contrast_labels, contrast_mask) -> _Extra | None:
-    if contrast_features is None:
-        if contrast_labels is not None or contrast_mask is not None:
-            raise ValueError("contrast_labels and contrast_mask need contrast_features")
+def _extra(contrast_features, contrast_labels, contrast_mask, key_features=None) -> _Extra | None:
+    if contrast_features is None and (contrast_labels is not None or contrast_mask is not None):
+        raise ValueError("contrast_labels and contrast_mask need contrast_features")
+    if contrast_features is None and key_features is None:
         return None
-    return _Extra(contrast_features, contrast_labels, contrast_mask)
+    return _Extra(contrast_features, contrast_labels, contrast_mask, key_features)
 
 
 def _check_extra(features, labels, mask, extra: _Extra | None) -> None:
     if extra is None:
+        return
+    if extra.keys is not None and tuple(extra.keys.shape) != tuple(features.shape):
+        shape = tuple(features.shape)
+        raise ValueError(f"key_features must have the shape of features {shape}, got {tuple(extra.keys.shape)}")
+    if extra.features is None:
         return
     dim = features.shape[-1]
     if extra.features.ndim != 2 or extra.features.shape[1] != dim:
@@ -176,7 +183,7 @@ def _gathered(x, axis_name):
 def _with_extra(lay: _Layout, extra: _Extra | None, axis_name: str | None) -> _Layout:
     """`lay` with the extra samples appended to its contrast set (gathered over the devices, as
     the batch): positives of the anchors with their label, never of SimCLR's (negative ids)."""
-    if extra is None:
+    if extra is None or extra.features is None:
         return lay
     features = jax.lax.stop_gradient(_gathered(extra.features, axis_name).astype(lay.contrast.dtype))
     size = features.shape[0]
@@ -198,6 +205,8 @@ def _layout(features, labels, mask, contrast_mode, axis_name, extra: _Extra | No
         full = jax.lax.all_gather(local, axis_name, axis=0, tiled=True)
         offset = jax.lax.axis_index(axis_name) * local_batch
     batch = full.shape[0]
+    if extra is not None and extra.keys is not None:  # the batch's contrast samples come from another network
+        full = jax.lax.stop_gradient(_gathered(extra.keys, axis_name).astype(local.dtype))
     contrast = jnp.transpose(full, (1, 0, 2)).reshape(views * batch, dim)
     ids = contrast_ids = None
     if mask is None:
@@ -391,7 +400,8 @@ def _default_supcon_sums(features, labels, *, temperature, contrast_mode, chunk_
     anchor_group = group[lay.anchor_column]
     num_positives = class_size[anchor_group] - 1
     counted = num_positives > 0
-    positive_dot = jnp.sum(lay.anchors * (class_sum[anchor_group] - lay.anchors), axis=1)
+    # The anchor's own sample in the contrast set is itself, or its key with key_features.
+    positive_dot = jnp.sum(lay.anchors * (class_sum[anchor_group] - lay.contrast[lay.anchor_column]), axis=1)
     mean_positive_logit = jnp.where(counted, positive_dot / (temperature * jnp.maximum(num_positives, 1)), 0.0)
 
     def block(anchors, column, weight, valid):
@@ -458,6 +468,7 @@ def supcon_loss(
     contrast_features: jax.Array | None = None,
     contrast_labels: jax.Array | None = None,
     contrast_mask: jax.Array | None = None,
+    key_features: jax.Array | None = None,
 ) -> jax.Array:
     """Supervised contrastive loss (Khosla et al. 2020), or NT-Xent without labels and mask.
 
@@ -483,12 +494,15 @@ def supcon_loss(
         its label and a negative of the others (always a negative without labels: SimCLR).
       contrast_labels: `[K]` their labels; required exactly when `labels` is given. Not with `mask`.
       contrast_mask: `[K]` bool; False entries are ignored (a queue still filling). None: all used.
+      key_features: `[batch, views, dim]`, the batch's samples in the contrast set from another
+        network (a momentum encoder's keys, as MoCo): anchors come from `features`, and each
+        anchor's own key is excluded as the anchor itself is. No gradient flows into them.
 
     Returns:
       The mean over anchors that have at least one positive (and, for "negatives_only", one
       negative); 0 with zero gradient if none has.
     """
-    extra = _extra(contrast_features, contrast_labels, contrast_mask)
+    extra = _extra(contrast_features, contrast_labels, contrast_mask, key_features)
     if axis_name is None:
         _check_common(features, labels, mask, contrast_mode, chunk_size, extra)
     _check_positive("temperature", temperature)
@@ -552,6 +566,7 @@ def contrastive_pair_loss(
     contrast_features: jax.Array | None = None,
     contrast_labels: jax.Array | None = None,
     contrast_mask: jax.Array | None = None,
+    key_features: jax.Array | None = None,
 ) -> jax.Array:
     """Margin contrastive loss (Hadsell et al. 2006) over every ordered in-batch pair:
 
@@ -559,7 +574,7 @@ def contrastive_pair_loss(
     with d the Euclidean distance. Each mean is 0 when its set is empty. `contrast_*`: extra
     samples paired with every anchor, as in `supcon_loss`.
     """
-    extra = _extra(contrast_features, contrast_labels, contrast_mask)
+    extra = _extra(contrast_features, contrast_labels, contrast_mask, key_features)
     if axis_name is None:
         _check_common(features, labels, mask, contrast_mode, chunk_size, extra)
     _check_positive("margin", margin)
@@ -606,6 +621,7 @@ def triplet_loss(
     contrast_features: jax.Array | None = None,
     contrast_labels: jax.Array | None = None,
     contrast_mask: jax.Array | None = None,
+    key_features: jax.Array | None = None,
 ) -> jax.Array:
     """Triplet loss max(0, d(a, p) - d(a, n) + margin) with in-batch mining (Hermans et al. 2017).
 
@@ -614,7 +630,7 @@ def triplet_loss(
     of "batch_all" is O(chunk * N^2): set `chunk_size` for large batches. `contrast_*`: extra
     positives and negatives to mine from, as in `supcon_loss`.
     """
-    extra = _extra(contrast_features, contrast_labels, contrast_mask)
+    extra = _extra(contrast_features, contrast_labels, contrast_mask, key_features)
     if axis_name is None:
         _check_common(features, labels, mask, contrast_mode, chunk_size, extra)
     _check_positive("margin", margin)
@@ -645,7 +661,7 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array, *, label_smoothing:
 
 # ----------------------------------------------------------------------------- sharding
 
-CONTRAST_ARGUMENTS = ("contrast_features", "contrast_labels", "contrast_mask")
+CONTRAST_ARGUMENTS = ("contrast_features", "contrast_labels", "contrast_mask", "key_features")
 
 FEATURE_LOSSES = {
     "supcon": supcon_loss,
@@ -662,7 +678,7 @@ def sharded(loss_fn: Callable[..., jax.Array], mesh: Mesh, axis_name: str = "dat
     Inputs are validated on their global shapes before the `shard_map`; the result is the same
     scalar (and gradient) as the unsharded loss. Extra contrast samples (`contrast_features`,
     `contrast_labels`, `contrast_mask`) are sharded like the batch: each device holds a slice of
-    the queue, gathered into the contrast set with the batch.
+    the queue, gathered into the contrast set with the batch; `key_features` like the batch.
     """
 
     def wrapped(features, labels=None, *, mask=None, **kwargs):
@@ -677,7 +693,7 @@ def sharded(loss_fn: Callable[..., jax.Array], mesh: Mesh, axis_name: str = "dat
         batch = features.shape[0]
         if batch % devices:
             raise ValueError(f"batch={batch} must divide by the {devices} devices of axis {axis_name!r}")
-        if extra is not None and extra.features.shape[0] % devices:
+        if extra is not None and extra.features is not None and extra.features.shape[0] % devices:
             size = extra.features.shape[0]
             raise ValueError(f"contrast_features has {size} rows; it must divide by the {devices} devices")
         specs = {"features": P(axis_name), "labels": P(axis_name), "mask": P(axis_name, None)}

@@ -43,11 +43,15 @@ def logsumexp(values):
 
 
 class Contrast:
-    """The contrast set of the references: the batch's samples `(b, v)`, then the valid extra
-    samples `("queue", k)` (positives of the anchors with their label; SimCLR: of none)."""
+    """The contrast set of the references: the batch's samples `(b, v)` (their `key_features`
+    when given: another network's vectors for them), then the valid extra samples `("queue", k)`
+    (positives of the anchors with their label; SimCLR: of none)."""
 
-    def __init__(self, z, labels, mask, contrast_features=None, contrast_labels=None, contrast_mask=None):
+    def __init__(
+        self, z, labels, mask, contrast_features=None, contrast_labels=None, contrast_mask=None, key_features=None
+    ):
         self.z, self.related = z, positive_relation(z.shape[0], labels, mask)
+        self.keys = z if key_features is None else np.asarray(key_features, np.float64)
         self.labels = None if labels is None else np.asarray(labels)
         self.queue = None if contrast_features is None else np.asarray(contrast_features, np.float64)
         self.queue_labels = None if contrast_labels is None else np.asarray(contrast_labels)
@@ -56,7 +60,8 @@ class Contrast:
         self.extra = [("queue", k) for k in range(size) if valid[k]]
 
     def vector(self, s):
-        return self.queue[s[1]] if s[0] == "queue" else self.z[s]
+        """A contrast sample's vector: the queue entry, or the batch sample's key (itself without keys)."""
+        return self.queue[s[1]] if s[0] == "queue" else self.keys[s]
 
     def is_positive(self, anchor_example, s):
         if s[0] == "queue":
@@ -625,3 +630,41 @@ def test_a_queue_that_does_not_divide_by_the_devices_is_refused():
     features = jnp.asarray(random_features(0, 8, 2, 5), jnp.float32)
     with pytest.raises(ValueError, match="contrast_features has 9 rows; it must divide by the 8 devices"):
         losses.sharded(losses.supcon_loss, mesh)(features, contrast_features=jnp.zeros((9, 5)))
+
+
+KEYS = random_features(12, 6, 2, 5)  # a momentum encoder's view of the same 6 examples x 2 views
+KEY_CASES = [
+    dict(labels=LABELS, key_features=KEYS),  # the fast default path
+    dict(labels=LABELS, key_features=KEYS, chunk_size=4, **QUEUE),  # MoCo-style: keys and a queue
+    dict(labels=LABELS, key_features=KEYS, contrast_mode="one", denominator="one_positive"),
+    dict(temperature=0.2, key_features=KEYS, **SIMCLR_QUEUE),  # MoCo v2 with both views as queries
+    dict(mask=ASYMMETRIC_MASK, key_features=KEYS, loss_type="in"),
+]
+
+
+@pytest.mark.parametrize("case", KEY_CASES, ids=["default", "queue-chunked", "one-anchor", "simclr-queue", "mask"])
+def test_key_features_from_another_network_match_reference(case):
+    check_against_reference(losses.supcon_loss, reference_supcon, random_features(0, 6, 2, 5), **case)
+
+
+def test_keys_sharded_over_eight_devices_equal_one_device_and_get_no_gradient():
+    features = jnp.asarray(random_features(7, 16, 2, 8), jnp.float32)
+    kwargs = {
+        "labels": jnp.asarray(np.random.default_rng(3).integers(0, 4, 16)),
+        "key_features": jnp.asarray(random_features(8, 16, 2, 8), jnp.float32),
+        "contrast_features": jnp.asarray(random_features(9, 24, 1, 8)[:, 0], jnp.float32),
+        "contrast_labels": jnp.asarray(np.random.default_rng(4).integers(0, 5, 24)),
+    }
+    mesh = parallel.create_mesh()
+    plain = jax.jit(jax.value_and_grad(lambda x: losses.supcon_loss(x, **kwargs)))(features)
+    sharded = jax.jit(jax.value_and_grad(lambda x, kw: losses.sharded(losses.supcon_loss, mesh)(x, **kw)))(
+        parallel.to_global({"x": features}, mesh)["x"], parallel.to_global(kwargs, mesh)
+    )
+    np.testing.assert_allclose(float(sharded[0]), float(plain[0]), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(sharded[1]), np.asarray(plain[1]), atol=1e-5)
+    key_grad = jax.grad(lambda k: losses.supcon_loss(features, kwargs["labels"], key_features=k))(
+        kwargs["key_features"]
+    )
+    assert np.all(np.asarray(key_grad) == 0.0)
+    with pytest.raises(ValueError, match=re.escape("key_features must have the shape of features (16, 2, 8)")):
+        losses.supcon_loss(features, kwargs["labels"], key_features=features[:, :1])

@@ -1,11 +1,12 @@
-"""The feature queue: FIFO order and masking, its sharding, and whole runs with it (exact resume,
-1 vs 8 devices, the queue actually used). The loss's handling of extra contrast samples is
-checked against the float64 reference in test_losses.py."""
+"""The feature queue and the momentum encoder: FIFO order and masking, sharding, the momentum
+update, and whole runs with them (exact resume, 1 vs 8 devices, each actually used). The loss's
+handling of queue entries and keys is checked against the float64 reference in test_losses.py."""
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 from conftest import read_metrics
 
 from jax_supcon import parallel
@@ -78,3 +79,103 @@ def test_a_run_with_a_queue_resumes_exactly_and_is_the_same_on_one_and_eight_dev
     np.testing.assert_allclose(losses["one"], losses["straight"], rtol=2e-5)
     assert losses["straight"][0] == no_queue[0]  # step 1: the queue is empty, every entry masked
     assert all(abs(q - n) > 1e-3 for q, n in zip(losses["straight"][1:], no_queue[1:], strict=True))
+
+
+def test_the_momentum_encoder_follows_the_encoder_at_its_rate(pretrain_config):
+    import functools
+
+    from jax_supcon.train import inputs
+    from jax_supcon.train.state import init_state, jit_train_step, state_shardings
+
+    pretrain_config.model.momentum = 0.75
+    mesh = parallel.create_mesh()
+    _, train, _, total, warmup = inputs.load_training_data(pretrain_config, mesh)
+    config = pretrained.with_num_classes(pretrain_config, train.num_classes)
+    model, tx, schedule, init = pretrained.build(config, total, warmup)
+    state = init_state(init, abstract_state(init, mesh))
+    step = jit_train_step(
+        functools.partial(pretrain.pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
+        state_shardings(state),
+        mesh,
+    )
+    batches = inputs.training_batches(train, config, state, mesh, views=2)
+
+    def kernel(variables):
+        return np.asarray(jax.tree.leaves(variables["params"]["head"])[-1])
+
+    first = kernel(state.variables())
+    np.testing.assert_array_equal(kernel(state.momentum), first)  # starts as a copy
+    state, _ = step(state, next(batches))
+    second = kernel(state.variables())
+    assert not np.allclose(second, first)
+    np.testing.assert_allclose(kernel(state.momentum), first, atol=1e-7)  # 0.75 first + 0.25 first
+    state, _ = step(state, next(batches))
+    np.testing.assert_allclose(kernel(state.momentum), 0.75 * first + 0.25 * second, atol=1e-6)
+
+
+def test_a_run_with_a_momentum_encoder_resumes_exactly_and_is_the_same_on_one_and_eight_devices(
+    pretrain_config, tmp_path
+):
+    pretrain_config.optimizer.schedule = "constant"
+    pretrain_config.loss.queue_size = 64  # keys fill the queue
+    pretrain_config.total_steps = 4
+    eight, one = parallel.create_mesh(), parallel.create_mesh(jax.devices()[:1])
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "no_momentum"), mesh=eight)
+    pretrain_config.model.momentum = 0.9
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "straight"), mesh=eight)
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "one"), mesh=one)
+    pretrain_config.total_steps = 2
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "restarted"), mesh=eight)
+    pretrain_config.total_steps = 4
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "restarted"), mesh=eight)
+    runs = {name: read_metrics(tmp_path / name) for name in ("straight", "one", "restarted", "no_momentum")}
+    losses = {name: [m["loss"] for m in records] for name, records in runs.items()}
+    np.testing.assert_allclose(losses["restarted"], losses["straight"], rtol=1e-5)
+    np.testing.assert_allclose(losses["one"], losses["straight"], rtol=2e-5)
+    # Step 1: the key encoder is still the encoder, so the keys equal the projections (same loss),
+    # but no gradient flows through them (another gradient); later the keys lag behind.
+    np.testing.assert_allclose(losses["straight"][0], losses["no_momentum"][0], rtol=1e-6)
+    assert abs(runs["straight"][0]["grad_norm"] - runs["no_momentum"][0]["grad_norm"]) > 1e-3
+    assert all(abs(a - b) > 1e-4 for a, b in zip(losses["straight"][1:], losses["no_momentum"][1:], strict=True))
+
+
+def test_runs_recorded_before_the_queue_and_momentum_existed_resume(pretrain_config, tmp_path):
+    """A checkpoint without the `queue` and `momentum` fields and a config.json without their keys,
+    as the previous version wrote them: a run with both off restores and resumes them."""
+    import json
+
+    import flax
+
+    from jax_supcon.checkpoint import Checkpointer
+    from jax_supcon.train import workdir as run_dir
+    from jax_supcon.train.state import init_state
+
+    @flax.struct.dataclass
+    class PreviousTrainState:  # TrainState as it was, field for field
+        step: jax.Array
+        params: dict
+        batch_stats: dict
+        opt_state: object
+        rng: jax.Array
+        ema: dict = flax.struct.field(default_factory=dict)
+
+    mesh = parallel.create_mesh()
+    pretrain_config.data.num_classes = 10
+    _, _, _, init = pretrained.build(pretrain_config, total_steps=3, warmup_steps=0)
+    target = abstract_state(init, mesh)
+    state = init_state(init, target)
+    fields = {name: getattr(state, name) for name in ("step", "params", "batch_stats", "opt_state", "rng", "ema")}
+    checkpointer = Checkpointer(str(tmp_path))
+    checkpointer.save(1, PreviousTrainState(**fields))
+    checkpointer.wait()
+    restored = checkpointer.restore(target, step=1)
+    assert restored.queue == {} and restored.momentum == {}
+    np.testing.assert_array_equal(jax.tree.leaves(restored.params)[0], jax.tree.leaves(state.params)[0])
+
+    recorded = json.loads(json.dumps(run_dir._as_json(pretrain_config)))
+    del recorded["model"]["momentum"], recorded["loss"]["queue_size"], recorded["loss"]["queue_views"]
+    (tmp_path / run_dir.CONFIG_FILE).write_text(json.dumps(recorded))
+    run_dir.check_resumable(str(tmp_path), pretrain_config)  # no refusal
+    pretrain_config.loss.queue_size = 64
+    with pytest.raises(ValueError, match=r"different loss.queue_size \(0 vs 64\)"):
+        run_dir.check_resumable(str(tmp_path), pretrain_config)

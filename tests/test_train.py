@@ -183,6 +183,7 @@ BAD_INPUTS = [  # (config file, override, the one line on stderr after "jax-supc
         "loss.queue_views='all'), e.g. 1024",
     ),
     (SUPCON, "--config.loss.queue_views=two", "loss.queue_views='two'; allowed: ('all', 'one')"),
+    (SUPCON, "--config.model.momentum=1.0", "model.momentum=1.0 must be in [0, 1) (0: no momentum encoder)"),
     (SUPCON, "--config.eval_with_ema=True", "eval_with_ema=True needs ema_decay > 0"),
     (SUPCON, "--config.total_steps=0", "the run must have > 0 steps, got 0"),
     ("--config=configs/nope.py", "--config.seed=1", "cannot load --config: [Errno 2] No such file or directory"),

@@ -67,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Recompute each residual block in the backward pass instead of keeping its activations: for
     # batches whose activations do not fit, at about one more forward pass of compute.
     config.model.remat = False
+    config.model.momentum = 0.0  # > 0: a momentum encoder (MoCo) computes the keys and the queue's entries
 
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "supcon"

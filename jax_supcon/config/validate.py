@@ -67,6 +67,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if config[key] <= 0:
             raise ValueError(f"{key}={config[key]} must be > 0")
     feature_queue.validate_queue_config(config.loss, config.batch_size)
+    if not 0 <= config.model.momentum < 1:
+        raise ValueError(f"model.momentum={config.model.momentum} must be in [0, 1) (0: no momentum encoder)")
     if not 0 <= config.ema_decay < 1:
         raise ValueError(f"ema_decay={config.ema_decay} must be in [0, 1) (0: no EMA)")
     if config.eval_with_ema and not config.ema_decay:

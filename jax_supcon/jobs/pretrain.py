@@ -57,6 +57,18 @@ def contrastive_loss(
     return loss_fn(z, None if name == "simclr" else labels, **options)
 
 
+def momentum_step(state: TrainState, model: models.ContrastiveModel, inputs: jax.Array, rate: float) -> dict:
+    """The momentum encoder's step (MoCo, He et al. 2020): its parameters move to `rate * own +
+    (1 - rate) * current` (no warm-up), then it embeds `inputs` in training mode (batch
+    statistics of the batch, its running averages its own). Returns the normalised keys (no
+    gradient) and its new variables."""
+    params = optax.incremental_update(state.params, state.momentum["params"], 1.0 - rate)
+    keys, updated = model.apply(
+        {"params": params, "batch_stats": state.momentum["batch_stats"]}, inputs, train=True, mutable=["batch_stats"]
+    )
+    return {"keys": jax.lax.stop_gradient(keys), "variables": {"params": params, "batch_stats": updated["batch_stats"]}}
+
+
 def pretrain_step(
     state: TrainState,
     batch: dict[str, jax.Array],
@@ -79,6 +91,10 @@ def pretrain_step(
     batch_size = views.shape[0]
     # Example-major flattening keeps every example's views on the device that holds the example.
     inputs = views.reshape((batch_size * num_views,) + views.shape[2:])
+    momentum = {}
+    if state.momentum:  # MoCo: move the key encoder towards the current one, then compute the keys
+        momentum = momentum_step(state, model, inputs, config.model.momentum)
+        contrast["key_features"] = momentum["keys"].reshape(batch_size, num_views, -1)
 
     def loss_fn(params):
         (z, probe_logits), updated = model.apply(
@@ -101,8 +117,11 @@ def pretrain_step(
 
     (_, (loss, probe, batch_stats, z)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = apply_gradients(state, grads, tx, batch_stats=batch_stats, ema_decay=config.ema_decay)
-    queue = feature_queue.enqueue(state.queue, state.step, z, batch["label"], config.loss.queue_views)
+    entries = contrast.get("key_features", z)  # with a momentum encoder, its keys fill the queue
+    queue = feature_queue.enqueue(state.queue, state.step, entries, batch["label"], config.loss.queue_views)
     new_state = new_state.replace(queue=queue)
+    if momentum:
+        new_state = new_state.replace(momentum=momentum["variables"])
     metrics = {"loss": loss, **probe, "learning_rate": schedule(state.step), "grad_norm": optax.global_norm(grads)}
     return new_state, metrics
 

@@ -59,6 +59,7 @@ def build(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int
         config.seed,
         ema=config.get("ema_decay", 0.0) > 0,
         queue=functools.partial(feature_queue.init_queue, queue_size, config.model.proj_dim),
+        momentum=config.model.get("momentum", 0.0) > 0,
     )
     return model, tx, schedule, init
 

@@ -34,6 +34,7 @@ class TrainState:
     rng: jax.Array  # raw uint32 key; the step's key is fold_in(rng, step)
     ema: Any = flax.struct.field(default_factory=dict)  # {"params", "batch_stats"} averages; {} when off
     queue: Any = flax.struct.field(default_factory=dict)  # {"features", "labels"}, see train/queue.py; {} when off
+    momentum: Any = flax.struct.field(default_factory=dict)  # the momentum encoder's {"params", "batch_stats"}
 
     def variables(self, use_ema: bool = False) -> dict[str, Any]:
         """`{"params", "batch_stats"}` for `model.apply`: the trained ones or their EMA."""
@@ -51,10 +52,12 @@ def init_state_fn(
     *,
     ema: bool = False,
     queue: Callable[[], Any] = dict,
+    momentum: bool = False,
 ) -> Callable[[], TrainState]:
     """A function of no arguments building the initial state (to eval_shape and jit); with `ema`,
     the state also carries an exponential moving average of the variables, starting at them;
-    `queue()` builds its empty feature queue (`train.queue.init_queue`; none by default)."""
+    `queue()` builds its empty feature queue (`train.queue.init_queue`; none by default); with
+    `momentum`, a momentum encoder's copy of the variables (MoCo's key encoder), starting at them."""
 
     def init() -> TrainState:
         init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
@@ -69,6 +72,7 @@ def init_state_fn(
             rng=state_rng,
             ema={"params": params, "batch_stats": batch_stats} if ema else {},
             queue=queue(),
+            momentum={"params": params, "batch_stats": batch_stats} if momentum else {},
         )
 
     return init

@@ -153,10 +153,18 @@ def _as_json(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
+# Keys added to a config section after runs were recorded without them, and the value that
+# means "as before" (the feature: off): an older run's config reads as if it had them.
+ADDED_KEYS = {"model": {"momentum": 0.0}, "loss": {"queue_size": 0, "queue_views": "all"}}
+
+
 def _resume_view(config: dict, key: str):
     """What must match between a run and its resumption, for one top-level key: the augmentation
-    as resolved per view (a field set to its recipe's value is no change), data without operational keys."""
+    as resolved per view (a field set to its recipe's value is no change), data without operational
+    keys, a section recorded before a key was added as having that key's "off" value."""
     value = config.get(key)
+    if key in ADDED_KEYS and isinstance(value, dict):
+        value = ADDED_KEYS[key] | value
     if key == "augment" and isinstance(value, dict) and "recipe" in value:
         augment = ml_collections.ConfigDict(value)
         views = max(2, int((config.get("loss") or {}).get("num_views", 2)))
