@@ -19,6 +19,8 @@ PRETRAIN = [
     ("solo_cifar_resnet18", "simclr"),
     ("imagenet_supcon", "supcon"),
     ("imagenet_supcon", "simclr"),
+    ("imagenet_supcon", "moco_v2"),
+    ("imagenet_supcon", "supcon_queue"),
 ]
 
 
@@ -54,6 +56,17 @@ def test_recipes_keep_the_papers_settings():
     imagenet_supcon.optimizer.lr_scaling = "cubic"
     with pytest.raises(ValueError, match=r"optimizer.lr_scaling='cubic'; allowed: \('none', 'linear', 'sqrt'\)"):
         validate_config(imagenet_supcon)
+    moco = recipe("imagenet_supcon", "moco_v2")
+    assert (moco.batch_size, moco.loss.name, moco.loss.temperature, moco.loss.queue_size, moco.model.momentum) == (
+        256,
+        "simclr",
+        0.2,
+        65536,
+        0.999,
+    )
+    assert (moco.optimizer.name, moco.optimizer.learning_rate, moco.optimizer.weight_decay) == ("sgd", 0.03, 1e-4)
+    assert recipe("imagenet_supcon", "supcon_queue").loss.name == "supcon"
+    assert recipe("imagenet_supcon", "moco_v2,smoke").loss.queue_size == 32  # 2 steps of 16 first-view keys
     solo = recipe("solo_cifar_resnet18", "simclr")
     assert (solo.optimizer.lars_trust_coefficient, solo.model.hidden_dim, solo.loss.temperature) == (0.02, 2048, 0.2)
     with pytest.raises(ValueError, match="config argument 'cifar11'"):

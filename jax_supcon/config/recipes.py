@@ -65,4 +65,7 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.eval_every_steps = 0
     config.plots = False
     config.knn_k = 10
+    if config.loss.get("queue_size"):  # two steps' worth of features
+        per_step = config.batch_size * (config.loss.num_views if config.loss.queue_views == "all" else 1)
+        config.loss.queue_size = 2 * per_step
     return config
