@@ -179,3 +179,17 @@ def test_runs_recorded_before_the_queue_and_momentum_existed_resume(pretrain_con
     pretrain_config.loss.queue_size = 64
     with pytest.raises(ValueError, match=r"different loss.queue_size \(0 vs 64\)"):
         run_dir.check_resumable(str(tmp_path), pretrain_config)
+
+
+def test_stage_two_restores_the_encoder_not_the_momentum_copy_of_a_run_with_both(pretrain_config, tmp_path):
+    pretrain_config.loss.queue_size = 64
+    pretrain_config.model.momentum = 0.5
+    mesh = parallel.create_mesh()
+    workdir = str(tmp_path / "pre")
+    pretrain.train_and_evaluate(pretrain_config, workdir, mesh=mesh)
+    _, _, state, step = pretrained.restore_pretrained(workdir, mesh)
+    assert step == 3 and state.queue["features"].shape == (64, 8) and state.momentum
+    _, encoder = pretrained.restore_encoder(workdir, mesh)
+    trained, lagging = (jax.tree.leaves(v["params"]["encoder"])[0] for v in (state.variables(), state.momentum))
+    np.testing.assert_array_equal(jax.tree.leaves(encoder["params"])[0], trained)
+    assert not np.allclose(trained, lagging)
