@@ -193,3 +193,13 @@ def test_stage_two_restores_the_encoder_not_the_momentum_copy_of_a_run_with_both
     trained, lagging = (jax.tree.leaves(v["params"]["encoder"])[0] for v in (state.variables(), state.momentum))
     np.testing.assert_array_equal(jax.tree.leaves(encoder["params"])[0], trained)
     assert not np.allclose(trained, lagging)
+
+
+def test_a_bfloat16_model_trains_with_a_queue_and_a_momentum_encoder(pretrain_config, tmp_path):
+    pretrain_config.model.dtype = "bfloat16"
+    pretrain_config.loss.queue_size = 32
+    pretrain_config.loss.queue_views = "one"
+    pretrain_config.model.momentum = 0.99
+    pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=parallel.create_mesh())
+    records = read_metrics(tmp_path)
+    assert len(records) == 3 and all(np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"]) for m in records)
