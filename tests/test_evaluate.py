@@ -33,12 +33,13 @@ def ranking(similarities, exclude):
     return [j for j in order if j != exclude]
 
 
-def reference_retrieval(queries, labels, gallery=None, gallery_labels=None):
+def reference_retrieval(queries, labels, gallery=None, gallery_labels=None, recall_at=(1, 2, 4, 8)):
     self_retrieval = gallery is None
     if self_retrieval:
         gallery, gallery_labels = queries, labels
     sims = cosine(queries, gallery)
     p1, rp, mapr = [], [], []
+    recall = {k: [] for k in recall_at}
     for i, label in enumerate(labels):
         ranked = ranking(sims[i], i if self_retrieval else None)
         relevant = [gallery_labels[j] == label for j in ranked]
@@ -48,7 +49,14 @@ def reference_retrieval(queries, labels, gallery=None, gallery_labels=None):
         p1.append(float(relevant[0]))
         rp.append(sum(relevant[:r]) / r)
         mapr.append(sum(sum(relevant[: k + 1]) / (k + 1) for k in range(r) if relevant[k]) / r)
-    return {"precision_at_1": np.mean(p1), "r_precision": np.mean(rp), "mean_average_precision_at_r": np.mean(mapr)}
+        for k in recall_at:  # Recall@K: a match among the K nearest
+            recall[k].append(float(any(relevant[:k])))
+    return {
+        "precision_at_1": np.mean(p1),
+        "r_precision": np.mean(rp),
+        "mean_average_precision_at_r": np.mean(mapr),
+        **{f"recall_at_{k}": np.mean(values) for k, values in recall.items()},
+    }
 
 
 def reference_knn(queries, gallery, gallery_labels, k, temperature, num_classes):
@@ -129,6 +137,30 @@ def test_retrieval_against_a_separate_reference_with_absent_labels():
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-6), key
     assert got["queries_without_match"] == int(np.isin(labels, [5, 6]).sum()) > 0
+
+
+@pytest.mark.parametrize("recall_at", [(1, 3, 5), (2, 40, 100)])
+def test_recall_at_k_matches_brute_force_with_ties_singletons_and_k_beyond_the_gallery(recall_at):
+    rng = np.random.default_rng(4)
+    embeddings = rng.integers(-1, 2, size=(40, 3)).astype(np.float32)  # many exact cosine ties
+    embeddings[embeddings.sum(1) == 0] += 1.0
+    labels = rng.integers(0, 6, 40)
+    labels[[3, 11]] = [8, 9]  # singletons: no match once self is excluded
+    got = retrieval.retrieval_metrics(embeddings, labels, recall_at=recall_at)
+    expected = reference_retrieval(embeddings, labels, recall_at=recall_at)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
+    gallery, gallery_labels = rng.normal(size=(30, 3)), rng.integers(0, 7, 30)
+    got = retrieval.retrieval_metrics(
+        embeddings, labels, reference=gallery, reference_labels=gallery_labels, recall_at=recall_at
+    )
+    expected = reference_retrieval(embeddings, labels, gallery, gallery_labels, recall_at=recall_at)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
+    values = [got[f"recall_at_{k}"] for k in recall_at]
+    assert values == sorted(values) and (recall_at[-1] < 30 or values[-1] == 1.0)  # K >= gallery: every match
+    with pytest.raises(ValueError, match=r"recall_at=\(0, 4\) must be positive integers"):
+        retrieval.retrieval_metrics(embeddings, labels, recall_at=(0, 4))
 
 
 def test_perfectly_separated_embeddings_score_one_everywhere():

@@ -4,6 +4,9 @@
 - r_precision: with R the number of reference items sharing the query's label, the fraction of
   the R nearest that do.
 - mean_average_precision_at_r (MAP@R, Musgrave et al. 2020): (1/R) sum_{i<=R} P(i) rel(i).
+- recall_at_K for K in `recall_at`: any of the K nearest reference items has the query's label
+  (Recall@K as the CUB / Cars / SOP papers report it; Catalyst's CMC@K). recall_at_1 equals
+  precision_at_1.
 - nmi, ami: k-means on the query embeddings with as many clusters as distinct query labels
   (scikit-learn, imported only when clustering runs), scored against the labels.
 
@@ -26,23 +29,26 @@ import numpy as np
 from jax_supcon.evaluate.knn import normalize
 
 
-@functools.partial(jax.jit, static_argnames=("max_r",))
+@functools.partial(jax.jit, static_argnames=("depth", "recall_at"))
 def _retrieval_block(
-    queries, query_labels, query_index, reference, reference_labels, relevant_counts, *, max_r, exclude_self
+    queries, query_labels, query_index, reference, reference_labels, relevant_counts, *, depth, recall_at, exclude_self
 ):
     similarity = queries @ reference.T
     is_self = query_index[:, None] == jnp.arange(reference.shape[0])[None, :]
     similarity = jnp.where(exclude_self & is_self, -jnp.inf, similarity)
-    _, order = jax.lax.top_k(similarity, max_r)  # ties: lower index first
-    relevant = (reference_labels[order] == query_labels[:, None]).astype(jnp.float32)
-    rank = jnp.arange(1, max_r + 1)
+    values, order = jax.lax.top_k(similarity, depth)  # ties: lower index first
+    # An excluded self ranked within `depth` (a reference of depth items) is never relevant.
+    relevant = ((reference_labels[order] == query_labels[:, None]) & (values > -jnp.inf)).astype(jnp.float32)
+    rank = jnp.arange(1, depth + 1)
     within_r = rank[None, :] <= relevant_counts[:, None]
     precision_at_rank = jnp.cumsum(relevant, axis=1) / rank
     r = jnp.maximum(relevant_counts, 1).astype(jnp.float32)
+    found_by = jnp.cumsum(relevant, axis=1) > 0  # [rows, depth]: a match within the first k
     return (
         relevant[:, 0],
         jnp.sum(relevant * within_r, axis=1) / r,
         jnp.sum(precision_at_rank * relevant * within_r, axis=1) / r,
+        jnp.stack([found_by[:, min(k, depth) - 1] for k in recall_at], axis=1).astype(jnp.float32),
     )
 
 
@@ -72,9 +78,14 @@ def retrieval_metrics(
     reference_labels: np.ndarray | None = None,
     block_size: int = 1024,
     seed: int = 0,
+    recall_at: tuple[int, ...] = (1, 2, 4, 8),
 ) -> dict[str, float | None]:
-    """precision_at_1, r_precision, mean_average_precision_at_r, nmi, ami and
-    queries_without_match (see module doc; undefined metrics are None)."""
+    """precision_at_1, r_precision, mean_average_precision_at_r, recall_at_K for each K of
+    `recall_at`, nmi, ami and queries_without_match (see module doc; undefined metrics are None)."""
+    recall_at = tuple(recall_at)
+    if not all(isinstance(k, (int, np.integer)) and k >= 1 for k in recall_at):
+        raise ValueError(f"recall_at={recall_at} must be positive integers")
+    recall_at = tuple(int(k) for k in recall_at)
     embeddings, labels = np.asarray(embeddings), np.asarray(labels)
     if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
         raise ValueError(f"embeddings must be [N, D] and labels [N], got {embeddings.shape} and {labels.shape}")
@@ -99,7 +110,8 @@ def retrieval_metrics(
     size_of = dict(zip(classes.tolist(), class_sizes.tolist(), strict=True))
     relevant_counts = np.array([size_of.get(label, 0) for label in labels.tolist()]) - int(exclude_self)
     has_match = relevant_counts > 0
-    max_r = int(max(relevant_counts.max(initial=0), 1))
+    # Ranks looked at: R for the precision metrics, K for recall, at most the whole reference.
+    depth = min(max(int(relevant_counts.max(initial=0)), *recall_at, 1), reference.shape[0])
 
     queries, gallery = normalize(embeddings), normalize(reference)
     gallery_labels = jnp.asarray(reference_labels)
@@ -114,11 +126,12 @@ def retrieval_metrics(
                 gallery,
                 gallery_labels,
                 jnp.asarray(relevant_counts[start:stop]),
-                max_r=max_r,
+                depth=depth,
+                recall_at=recall_at,
                 exclude_self=exclude_self,
             )
         )
-    p1, r_precision, map_r = (np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(3))
+    p1, r_precision, map_r, recall = (np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(4))
 
     def matched_mean(values: np.ndarray) -> float | None:
         return float(values[has_match].mean()) if has_match.any() else None
@@ -127,6 +140,7 @@ def retrieval_metrics(
         "precision_at_1": matched_mean(p1),
         "r_precision": matched_mean(r_precision),
         "mean_average_precision_at_r": matched_mean(map_r),
+        **{f"recall_at_{k}": matched_mean(recall[:, i]) for i, k in enumerate(recall_at)},
         "queries_without_match": int((~has_match).sum()),
     }
     num_clusters = len(np.unique(labels))

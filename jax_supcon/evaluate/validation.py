@@ -10,7 +10,15 @@ from jax_supcon.evaluate.knn import knn_accuracy
 from jax_supcon.evaluate.retrieval import retrieval_metrics
 
 SPACES = {"encoder": "encoder", "head": "projection"}  # metric prefix -> embeddings key
-RETRIEVAL_KEYS = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "nmi", "ami")
+RECALL_AT = (1, 2, 4, 8)  # Recall@K as metric-learning papers report it
+RETRIEVAL_KEYS = (
+    "precision_at_1",
+    "r_precision",
+    "mean_average_precision_at_r",
+    *(f"recall_at_{k}" for k in RECALL_AT),
+    "nmi",
+    "ami",
+)
 PROBE_METRIC = "val/probe_top1"  # the online linear probe's test top-1 (pretrain with online_probe)
 VALIDATION_METRICS = (
     *(f"val/{space}/{name}" for space in SPACES for name in ("knn_top1", *RETRIEVAL_KEYS)),
@@ -59,7 +67,7 @@ def embedding_metrics(
             temperature=temperature,
             num_classes=num_classes,
         )
-        retrieval = retrieval_metrics(test[key], test["labels"], seed=seed)
+        retrieval = retrieval_metrics(test[key], test["labels"], seed=seed, recall_at=RECALL_AT)
         metrics |= {f"val/{prefix}/{name}": retrieval[name] for name in RETRIEVAL_KEYS}
     undefined = sorted({key.rsplit("/", 1)[-1] for key, value in metrics.items() if value is None})
     if undefined:
