@@ -40,7 +40,7 @@ from jax.sharding import PartitionSpec as P
 CONTRAST_MODES = ("all", "one")
 LOSS_TYPES = ("out", "in")
 DENOMINATORS = ("all", "one_positive", "negatives_only")
-TRIPLET_MINING = ("batch_all", "batch_hard")
+TRIPLET_MINING = ("batch_all", "batch_hard", "semi_hard")
 
 Sums = tuple[jax.Array, ...]
 
@@ -601,6 +601,15 @@ def _triplet_rows(anchors, contrast, positive, negative, *, margin, mining) -> S
         gap = jnp.where(counted, hardest_positive - hardest_negative, 0.0)
         loss = jnp.where(counted, jnp.maximum(gap + margin, 0.0), 0.0)
         return loss.sum(), counted.sum().astype(loss.dtype)
+    if mining == "semi_hard":  # TensorFlow Addons' triplet_semihard_loss, one (anchor, positive) at a time
+        farther = negative[:, None, :] & (distances[:, None, :] > distances[:, :, None])  # [rows, p, n]
+        nearest_farther = jnp.min(jnp.where(farther, distances[:, None, :], jnp.inf), axis=2)
+        # No negative farther than the positive: the farthest negative (none at all: 0, TFA's self distance).
+        farthest = jnp.max(jnp.where(negative, distances, -jnp.inf), axis=1, keepdims=True)
+        farthest = jnp.where(negative.any(axis=1, keepdims=True), farthest, 0.0)
+        chosen = jnp.where(farther.any(axis=2), nearest_farther, farthest)
+        losses = jnp.where(positive, jnp.maximum(distances - chosen + margin, 0.0), 0.0)
+        return losses.sum(), positive.sum().astype(losses.dtype)
     # batch_all: every (anchor, positive, negative); mean over the triplets with a non-zero loss.
     gaps = distances[:, :, None] - distances[:, None, :] + margin
     valid = positive[:, :, None] & negative[:, None, :]
@@ -626,8 +635,11 @@ def triplet_loss(
     """Triplet loss max(0, d(a, p) - d(a, n) + margin) with in-batch mining (Hermans et al. 2017).
 
     "batch_hard": per anchor, its farthest positive and nearest negative; mean over anchors with
-    both. "batch_all": every valid triplet; mean over the triplets with a non-zero loss. Memory
-    of "batch_all" is O(chunk * N^2): set `chunk_size` for large batches. `contrast_*`: extra
+    both. "batch_all": every valid triplet; mean over the triplets with a non-zero loss.
+    "semi_hard" (FaceNet; TensorFlow Addons' `triplet_semihard_loss`): for every (anchor,
+    positive) pair the nearest negative farther than the positive, or where there is none the
+    farthest negative; mean over all positive pairs. Memory of "batch_all" and "semi_hard" is
+    O(chunk * N^2): set `chunk_size` for large batches. `contrast_*`: extra
     positives and negatives to mine from, as in `supcon_loss`.
     """
     extra = _extra(contrast_features, contrast_labels, contrast_mask, key_features)
@@ -637,6 +649,68 @@ def triplet_loss(
     _check_choice("mining", mining, TRIPLET_MINING)
     sums = _anchor_sums(
         functools.partial(_triplet_rows, margin=margin, mining=mining),
+        features,
+        labels,
+        mask,
+        contrast_mode=contrast_mode,
+        chunk_size=chunk_size,
+        axis_name=axis_name,
+        extra=extra,
+    )
+    return _mean(*sums)
+
+
+def _multi_similarity_rows(anchors, contrast, positive, negative, *, alpha, beta, base, margin) -> Sums:
+    similarity = anchors @ contrast.T
+    hardest_positive = jnp.min(jnp.where(positive, similarity, jnp.inf), axis=1, keepdims=True)
+    hardest_negative = jnp.max(jnp.where(negative, similarity, -jnp.inf), axis=1, keepdims=True)
+    # The paper's pair mining: negatives closer than the least similar positive + margin, positives
+    # less similar than the most similar negative + margin.
+    kept_negative = negative & (similarity + margin > hardest_positive)
+    kept_positive = positive & (similarity - margin < hardest_negative)
+    log_positive = _masked_logsumexp(-alpha * (similarity - base), kept_positive)
+    log_negative = _masked_logsumexp(beta * (similarity - base), kept_negative)
+    counted = kept_positive.any(axis=1) & kept_negative.any(axis=1)
+    per_anchor = jnp.logaddexp(0.0, log_positive) / alpha + jnp.logaddexp(0.0, log_negative) / beta
+    anchors_present = (positive | negative).any(axis=1)
+    return jnp.where(counted, per_anchor, 0.0).sum(), anchors_present.sum().astype(similarity.dtype)
+
+
+def multi_similarity_loss(
+    features: jax.Array,
+    labels: jax.Array | None = None,
+    *,
+    mask: jax.Array | None = None,
+    alpha: float = 2.0,
+    beta: float = 50.0,
+    base: float = 0.5,
+    margin: float = 0.1,
+    contrast_mode: str = "all",
+    chunk_size: int | None = None,
+    axis_name: str | None = None,
+    contrast_features: jax.Array | None = None,
+    contrast_labels: jax.Array | None = None,
+    contrast_mask: jax.Array | None = None,
+    key_features: jax.Array | None = None,
+) -> jax.Array:
+    """Multi-similarity loss with its pair mining (Wang et al. 2019, eq. 12 and Sec. 3.3), on
+    cosine similarities S of L2-normalised features. Per anchor, positives with S_p - margin <
+    max S_n and negatives with S_n + margin > min S_p are kept, and
+
+      (1/alpha) log(1 + sum_p exp(-alpha (S_p - base))) + (1/beta) log(1 + sum_n exp(beta (S_n - base)))
+
+    An anchor with no kept positive or no kept negative contributes 0; the loss is the mean over
+    all anchors, as the authors' implementation divides by the batch. Defaults are the paper's
+    (alpha 2, beta 50, base lambda 0.5, margin epsilon 0.1).
+    """
+    extra = _extra(contrast_features, contrast_labels, contrast_mask, key_features)
+    if axis_name is None:
+        _check_common(features, labels, mask, contrast_mode, chunk_size, extra)
+    for name, value in (("alpha", alpha), ("beta", beta), ("margin", margin)):
+        _check_positive(name, value)
+    row_fn = functools.partial(_multi_similarity_rows, alpha=alpha, beta=beta, base=base, margin=margin)
+    sums = _anchor_sums(
+        row_fn,
         features,
         labels,
         mask,
@@ -668,6 +742,7 @@ FEATURE_LOSSES = {
     "simclr": ntxent_loss,
     "pair": contrastive_pair_loss,
     "triplet": triplet_loss,
+    "multi_similarity": multi_similarity_loss,
 }
 
 
@@ -723,5 +798,8 @@ def validate_loss_config(loss) -> None:
         raise ValueError(f"loss.chunk_size={loss.chunk_size} must be > 0 (or unset)")
     if loss.margin is not None and not loss.margin > 0:
         raise ValueError(f"loss.margin={loss.margin} must be > 0 (or unset)")
+    for key in ("ms_alpha", "ms_beta"):
+        if not loss.get(key, 1.0) > 0:
+            raise ValueError(f"loss.{key}={loss[key]} must be > 0")
     if loss.num_views < 1 or (loss.name == "simclr" and loss.num_views < 2):
         raise ValueError(f"loss.num_views={loss.num_views}; needs >= 2 for simclr, >= 1 for supcon")

@@ -138,12 +138,42 @@ def reference_triplet(features, labels=None, mask=None, margin=0.2, mining="batc
         if mining == "batch_hard":
             if positives and negatives:
                 terms.append(max(0.0, max(d[p] for p in positives) - min(d[n] for n in negatives) + margin))
+        elif mining == "semi_hard":  # TensorFlow Addons: every positive pair counts
+            for p in positives:
+                farther = [d[n] for n in negatives if d[n] > d[p]]
+                chosen = min(farther) if farther else max((d[n] for n in negatives), default=0.0)
+                terms.append(max(0.0, d[p] - chosen + margin))
         else:
             terms += [max(0.0, d[p] - d[n] + margin) for p in positives for n in negatives]
-    if mining == "batch_hard":
+    if mining in ("batch_hard", "semi_hard"):
         return float(np.mean(terms)) if terms else 0.0
     active = [t for t in terms if t > 0]
     return float(np.mean(active)) if active else 0.0
+
+
+def reference_multi_similarity(
+    features, labels=None, mask=None, alpha=2.0, beta=50.0, base=0.5, margin=0.1, contrast_mode="all", **queue
+):
+    """Wang et al. 2019, eq. 12 with the mining of Sec. 3.3, as the authors' code: per anchor,
+    mined pairs only, anchors without a mined positive or negative adding 0, mean over anchors."""
+    z = np.asarray(features, np.float64)
+    contrast = Contrast(z, labels, mask, **queue)
+    samples, anchors = samples_and_anchors(z, contrast_mode)
+    total = 0.0
+    for a in anchors:
+        others = [s for s in samples if s != a] + contrast.extra
+        sim = {s: z[a] @ contrast.vector(s) for s in others}
+        positives = [sim[s] for s in others if contrast.is_positive(a[0], s)]
+        negatives = [sim[s] for s in others if not contrast.is_positive(a[0], s)]
+        if not positives or not negatives:
+            continue
+        kept_negatives = [s for s in negatives if s + margin > min(positives)]
+        kept_positives = [s for s in positives if s - margin < max(negatives)]
+        if not kept_negatives or not kept_positives:
+            continue
+        total += np.log1p(sum(np.exp(-alpha * (s - base)) for s in kept_positives)) / alpha
+        total += np.log1p(sum(np.exp(beta * (s - base)) for s in kept_negatives)) / beta
+    return total / len(anchors)
 
 
 def reference_cross_entropy(logits, labels, label_smoothing=0.0):
@@ -368,6 +398,8 @@ SHARDED_CASES = [
     ("pair", losses.contrastive_pair_loss, dict(labels=True)),
     ("triplet-hard", losses.triplet_loss, dict(labels=True)),
     ("triplet-all-mask", losses.triplet_loss, dict(mask=True, mining="batch_all")),
+    ("triplet-semi_hard", losses.triplet_loss, dict(labels=True, mining="semi_hard")),
+    ("multi_similarity", losses.multi_similarity_loss, dict(labels=True)),
 ]
 
 
@@ -449,7 +481,12 @@ def test_bad_inputs_raise_a_clear_value_error(features, kwargs, message):
 @pytest.mark.parametrize(
     "loss_fn, kwargs, message",
     [
-        (losses.triplet_loss, {"mining": "semi_hard"}, "mining='semi_hard'; allowed"),
+        (
+            losses.triplet_loss,
+            {"mining": "semihard"},
+            "mining='semihard'; allowed",
+        ),
+        (losses.multi_similarity_loss, {"beta": 0.0}, "beta=0.0 must be > 0"),
         (losses.triplet_loss, {"margin": 0.0}, "margin=0.0 must be > 0"),
         (losses.contrastive_pair_loss, {"margin": -1.0}, "margin=-1.0 must be > 0"),
     ],
@@ -668,3 +705,36 @@ def test_keys_sharded_over_eight_devices_equal_one_device_and_get_no_gradient():
     assert np.all(np.asarray(key_grad) == 0.0)
     with pytest.raises(ValueError, match=re.escape("key_features must have the shape of features (16, 2, 8)")):
         losses.supcon_loss(features, kwargs["labels"], key_features=features[:, :1])
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(labels=LABELS),
+        dict(labels=LABELS, margin=0.5, contrast_mode="one"),
+        dict(mask=ASYMMETRIC_MASK),
+        dict(labels=LABELS, chunk_size=4, **QUEUE),
+        dict(labels=np.zeros(6, int)),  # no negative anywhere: TFA's farthest negative is the self distance, 0
+    ],
+    ids=["labels", "margin-one", "mask", "chunked-queue", "one-class"],
+)
+def test_semi_hard_triplet_loss_matches_reference(case):
+    check_against_reference(
+        losses.triplet_loss, reference_triplet, random_features(7, 6, 2, 5), mining="semi_hard", **case
+    )
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(labels=LABELS),
+        dict(labels=LABELS, alpha=3.0, beta=20.0, base=0.3, margin=0.4, contrast_mode="one"),
+        dict(mask=ASYMMETRIC_MASK, margin=0.5),
+        dict(labels=LABELS, chunk_size=4, margin=0.6, **QUEUE),
+        dict(labels=np.zeros(6, int)),  # no negative: nothing mined, 0
+    ],
+    ids=["labels", "options-one", "mask", "chunked-queue", "one-class"],
+)
+def test_multi_similarity_loss_matches_reference(case):
+    features = random_features(8, 6, 2, 5)
+    check_against_reference(losses.multi_similarity_loss, reference_multi_similarity, features, grad_atol=1e-4, **case)

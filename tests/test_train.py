@@ -167,7 +167,7 @@ BAD_INPUTS = [  # (config file, override, the one line on stderr after "jax-supc
     (SUPCON, "--config.model.name=resnet19", "model.name='resnet19'; allowed: ("),
     (SUPCON, "--config.model.dtype=float16", "model.dtype='float16'; allowed: ('float32', 'bfloat16')"),
     (SUPCON, "--config.model.remat=yes", "flag --config.model.remat=yes: ('Non-boolean argument to boolean flag',"),
-    (SUPCON, "--config.loss.name=supcn", "loss.name='supcn'; allowed: ('supcon', 'simclr', 'pair', 'triplet')"),
+    (SUPCON, "--config.loss.name=supcn", "loss.name='supcn'; allowed: ('supcon', 'simclr', 'pair', 'triplet', 'multi"),
     (SUPCON, "--config.optimizer.name=adam", "optimizer.name='adam'; allowed: ('sgd', 'lars', 'adamw')"),
     (SUPCON, "--config.optimizer.schedule=poly", "optimizer.schedule='poly'; allowed: ('cosine', 'step', 'constant')"),
     (SUPCON, "--config.data.name=cifar_10", "data.name='cifar_10'; allowed: 'digits', 'synthetic', 'folder:PATH' or"),

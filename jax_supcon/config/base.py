@@ -78,8 +78,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.loss_type = "out"  # supcon/simclr: "out" (L_out) or "in" (L_in)
     config.loss.denominator = "all"  # supcon/simclr: "all", "one_positive", "negatives_only"
     config.loss.chunk_size = placeholder(int)  # anchors per row block; None: one block
-    config.loss.margin = placeholder(float)  # pair (default 1.0) / triplet (default 0.2)
-    config.loss.mining = "batch_hard"  # triplet: "batch_hard" or "batch_all"
+    config.loss.margin = placeholder(float)  # pair (default 1.0) / triplet (0.2) / multi_similarity mining (0.1)
+    config.loss.mining = "batch_hard"  # triplet: "batch_hard", "batch_all" or "semi_hard"
+    config.loss.ms_alpha = 2.0  # multi_similarity: positive scale (Wang et al. 2019)
+    config.loss.ms_beta = 50.0  # multi_similarity: negative scale
+    config.loss.ms_base = 0.5  # multi_similarity: similarity offset lambda
     config.loss.queue_size = 0  # past features contrasted with each batch (0: none); see train/queue.py
     config.loss.queue_views = "all"  # what a step enqueues: "all" views or "one" per example
 

@@ -49,10 +49,12 @@ def contrastive_loss(
             "loss_type": loss_config.loss_type,
             "denominator": loss_config.denominator,
         }
-    if name in ("pair", "triplet") and loss_config.margin is not None:
+    if name in ("pair", "triplet", "multi_similarity") and loss_config.margin is not None:
         options["margin"] = loss_config.margin
     if name == "triplet":
         options["mining"] = loss_config.mining
+    if name == "multi_similarity":
+        options |= {"alpha": loss_config.ms_alpha, "beta": loss_config.ms_beta, "base": loss_config.ms_base}
     loss_fn = losses.sharded(losses.FEATURE_LOSSES[name], mesh)
     return loss_fn(z, None if name == "simclr" else labels, **options)
 
