@@ -774,3 +774,13 @@ def test_a_bfloat16_step_is_finite_and_close_to_float32(pretrain_config, mesh):
     np.testing.assert_allclose(m16["grad_norm"], m32["grad_norm"], rtol=0.1)
     cosine = u16 @ u32 / (np.linalg.norm(u16) * np.linalg.norm(u32))
     assert cosine > 0.98, cosine  # the bfloat16 step moves the weights the way the float32 step does
+
+
+@pytest.mark.parametrize(
+    "loss", [dict(name="multi_similarity"), dict(name="triplet", mining="semi_hard")], ids=["ms", "semi_hard"]
+)
+def test_metric_learning_losses_pretrain(pretrain_config, tmp_path, mesh, loss):
+    pretrain_config.loss.update(loss)
+    summary = pretrain.train_and_evaluate(pretrain_config, str(tmp_path), mesh=mesh)
+    records = read_metrics(tmp_path)
+    assert summary["steps"] == 3 and all(np.isfinite(m["loss"]) and m["grad_norm"] > 0 for m in records)
