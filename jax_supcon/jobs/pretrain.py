@@ -82,7 +82,10 @@ def pretrain_step(
     mesh: Mesh,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """Augment the views on device, forward all of them as one batch, SupCon loss (plus the online
-    probe's cross-entropy on stop-gradient features, which cannot reach the encoder), optax update."""
+    probe's cross-entropy on stop-gradient features, which cannot reach the encoder), optax update.
+    With a feature queue the loss also contrasts the queue's entries of earlier steps, and the
+    step's features are written into it afterwards; with a momentum encoder, its keys are the
+    batch's contrast samples and what the queue receives (see `train/queue.py`, `momentum_step`)."""
     num_views = config.loss.num_views
     per_step = feature_queue.entries_per_step(config.loss, batch["label"].shape[0])
     contrast = feature_queue.contrast_arguments(
