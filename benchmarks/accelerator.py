@@ -88,7 +88,9 @@ def plan(smoke: bool) -> list[Case]:
             ("resnet18_32px_bf16_b512", ("--model=resnet18", "--batch=4")),
         ]
         torch_common = ("--device=cpu", "--dtype=bfloat16", "--image_size=32", "--steps=1")
-        augment = ("--image_sizes=16,32", "--image_batches=4,2", "--host_crop_from=24", "--repeats=1")
+        # Two recipes, both crop paths: every recipe's program is compiled by the test suite elsewhere.
+        augment = ("--recipes=simclr,randaugment", "--image_sizes=16,32", "--image_batches=4,2", "--host_crop_from=24")
+        augment += ("--repeats=1",)
         timeout = 300.0
     else:
         roofline = ("--matmul_size=16384", "--copy_mib=4096", "--repeats=10")

@@ -60,27 +60,6 @@ def test_the_queue_is_sharded_over_the_devices_and_the_rest_replicated(pretrain_
     assert not target.queue["features"].sharding.is_fully_replicated
 
 
-def test_a_run_with_a_queue_resumes_exactly_and_is_the_same_on_one_and_eight_devices(pretrain_config, tmp_path):
-    pretrain_config.optimizer.schedule = "constant"
-    pretrain_config.loss.queue_size = 64  # two steps of 16 x 2 views: full from step 3 on
-    pretrain_config.total_steps = 4
-    eight, one = parallel.create_mesh(), parallel.create_mesh(jax.devices()[:1])
-    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "straight"), mesh=eight)
-    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "one"), mesh=one)
-    pretrain_config.total_steps = 2  # checkpoint at 2 holds a half-filled queue
-    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "restarted"), mesh=eight)
-    pretrain_config.total_steps = 4
-    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "restarted"), mesh=eight)
-    pretrain_config.loss.queue_size = 0
-    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "no_queue"), mesh=eight)
-    losses = {name: [m["loss"] for m in read_metrics(tmp_path / name)] for name in ("straight", "one", "restarted")}
-    no_queue = [m["loss"] for m in read_metrics(tmp_path / "no_queue")]
-    np.testing.assert_allclose(losses["restarted"], losses["straight"], rtol=1e-5)
-    np.testing.assert_allclose(losses["one"], losses["straight"], rtol=2e-5)
-    assert losses["straight"][0] == no_queue[0]  # step 1: the queue is empty, every entry masked
-    assert all(abs(q - n) > 1e-3 for q, n in zip(losses["straight"][1:], no_queue[1:], strict=True))
-
-
 def test_the_momentum_encoder_follows_the_encoder_at_its_rate(pretrain_config):
     import functools
 
@@ -113,30 +92,39 @@ def test_the_momentum_encoder_follows_the_encoder_at_its_rate(pretrain_config):
     np.testing.assert_allclose(kernel(state.momentum), 0.75 * first + 0.25 * second, atol=1e-6)
 
 
-def test_a_run_with_a_momentum_encoder_resumes_exactly_and_is_the_same_on_one_and_eight_devices(
+def test_runs_with_a_queue_and_a_momentum_encoder_resume_exactly_and_match_on_one_and_eight_devices(
     pretrain_config, tmp_path
 ):
     pretrain_config.optimizer.schedule = "constant"
-    pretrain_config.loss.queue_size = 64  # keys fill the queue
     pretrain_config.total_steps = 4
     eight, one = parallel.create_mesh(), parallel.create_mesh(jax.devices()[:1])
-    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "no_momentum"), mesh=eight)
-    pretrain_config.model.momentum = 0.9
-    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "straight"), mesh=eight)
-    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "one"), mesh=one)
-    pretrain_config.total_steps = 2
-    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "restarted"), mesh=eight)
+
+    def run(name, mesh=eight, **loss_and_model):
+        pretrain_config.loss.queue_size = loss_and_model.get("queue_size", 0)
+        pretrain_config.model.momentum = loss_and_model.get("momentum", 0.0)
+        pretrain.train_and_evaluate(pretrain_config, str(tmp_path / name), mesh=mesh)
+
+    both = dict(queue_size=64, momentum=0.9)  # two steps of 16 x 2 views fill the queue
+    run("plain")
+    run("queue", queue_size=64)
+    run("both", **both)
+    run("both_one_device", mesh=one, **both)
+    pretrain_config.total_steps = 2  # checkpoint 2: a half-filled queue and a lagging key encoder
+    run("restarted", **both)
     pretrain_config.total_steps = 4
-    pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "restarted"), mesh=eight)
-    runs = {name: read_metrics(tmp_path / name) for name in ("straight", "one", "restarted", "no_momentum")}
+    run("restarted", **both)
+    runs = {name.name: read_metrics(name) for name in tmp_path.iterdir()}
     losses = {name: [m["loss"] for m in records] for name, records in runs.items()}
-    np.testing.assert_allclose(losses["restarted"], losses["straight"], rtol=1e-5)
-    np.testing.assert_allclose(losses["one"], losses["straight"], rtol=2e-5)
-    # Step 1: the key encoder is still the encoder, so the keys equal the projections (same loss),
-    # but no gradient flows through them (another gradient); later the keys lag behind.
-    np.testing.assert_allclose(losses["straight"][0], losses["no_momentum"][0], rtol=1e-6)
-    assert abs(runs["straight"][0]["grad_norm"] - runs["no_momentum"][0]["grad_norm"]) > 1e-3
-    assert all(abs(a - b) > 1e-4 for a, b in zip(losses["straight"][1:], losses["no_momentum"][1:], strict=True))
+    np.testing.assert_allclose(losses["restarted"], losses["both"], rtol=1e-5)
+    np.testing.assert_allclose(losses["both_one_device"], losses["both"], rtol=2e-5)
+    # Step 1: the queue is empty (every entry masked) and the key encoder is still the encoder, so
+    # the keys equal the projections: the same loss, but no gradient flows through the keys.
+    assert losses["queue"][0] == losses["plain"][0]
+    np.testing.assert_allclose(losses["both"][0], losses["plain"][0], rtol=1e-6)
+    assert abs(runs["both"][0]["grad_norm"] - runs["plain"][0]["grad_norm"]) > 1e-3
+    # Later the queue takes part, and the keys lag behind the encoder.
+    for a, b in (("queue", "plain"), ("both", "queue")):
+        assert all(abs(x - y) > 1e-4 for x, y in zip(losses[a][1:], losses[b][1:], strict=True)), (a, b)
 
 
 def test_runs_recorded_before_the_queue_and_momentum_existed_resume(pretrain_config, tmp_path):
