@@ -221,6 +221,16 @@ def _layout(features, labels, mask, contrast_mode, axis_name, extra: _Extra | No
     return _with_extra(lay, extra, axis_name)
 
 
+def _row_blocks(per_row: tuple[jax.Array, ...], chunk_size: int) -> tuple[jax.Array, ...]:
+    """Each array's rows as `[num_blocks, chunk_size, ...]`, the last block padded with zeros."""
+    num_blocks = math.ceil(per_row[0].shape[0] / chunk_size)
+    pad = num_blocks * chunk_size - per_row[0].shape[0]
+    return tuple(
+        jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((num_blocks, chunk_size) + x.shape[1:])
+        for x in per_row
+    )
+
+
 def _sum_over_blocks(block_fn, per_anchor: tuple[jax.Array, ...], chunk_size: int | None, remat: bool) -> Sums:
     """`block_fn(*per_anchor_block, valid)` summed over blocks of `chunk_size` anchors (one block
     when None); `valid` marks the padding of the last block. `remat` recomputes each block in the
@@ -229,19 +239,12 @@ def _sum_over_blocks(block_fn, per_anchor: tuple[jax.Array, ...], chunk_size: in
     valid = jnp.ones((num_anchors,), bool)
     if chunk_size is None or chunk_size >= num_anchors:
         return block_fn(*per_anchor, valid)
-    num_blocks = math.ceil(num_anchors / chunk_size)
-    pad = num_blocks * chunk_size - num_anchors
-
-    def blocks(x):
-        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-        return x.reshape((num_blocks, chunk_size) + x.shape[1:])
-
     fn = jax.checkpoint(block_fn) if remat else block_fn
 
     def body(totals, block):
         return jax.tree.map(jnp.add, totals, fn(*block)), None
 
-    xs = tuple(blocks(x) for x in per_anchor) + (blocks(valid),)
+    xs = _row_blocks((*per_anchor, valid), chunk_size)
     zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(block_fn, *(x[0] for x in xs)))
     return jax.lax.scan(body, zeros, xs)[0]
 
@@ -330,14 +333,8 @@ def _map_over_blocks(fn, per_row: tuple[jax.Array, ...], chunk_size: int | None)
     num_rows = per_row[0].shape[0]
     if chunk_size is None or chunk_size >= num_rows:
         return fn(*per_row)
-    num_blocks = math.ceil(num_rows / chunk_size)
-    pad = num_blocks * chunk_size - num_rows
-    blocks = [
-        jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((num_blocks, chunk_size) + x.shape[1:])
-        for x in per_row
-    ]
-    out = jax.lax.map(lambda xs: fn(*xs), tuple(blocks))
-    return out.reshape((num_blocks * chunk_size,) + out.shape[2:])[:num_rows]
+    out = jax.lax.map(lambda xs: fn(*xs), _row_blocks(per_row, chunk_size))
+    return out.reshape((-1,) + out.shape[2:])[:num_rows]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -543,6 +540,25 @@ def ntxent_loss(features: jax.Array, *, temperature: float = 0.5, **kwargs) -> j
 # ----------------------------------------------------------------------------- metric learning
 
 
+def _checked_anchor_sums(
+    row_fn: RowFn, features, labels, mask, extra: _Extra | None, *, contrast_mode, chunk_size, axis_name
+) -> Sums:
+    """`_anchor_sums` of a metric loss, its inputs checked first (once, on the global shapes:
+    inside `sharded`'s shard_map they were checked before it)."""
+    if axis_name is None:
+        _check_common(features, labels, mask, contrast_mode, chunk_size, extra)
+    return _anchor_sums(
+        row_fn,
+        features,
+        labels,
+        mask,
+        contrast_mode=contrast_mode,
+        chunk_size=chunk_size,
+        axis_name=axis_name,
+        extra=extra,
+    )
+
+
 def _pair_rows(anchors, contrast, positive, negative, *, margin) -> Sums:
     distances_sq = _squared_distances(anchors, contrast)
     hinge = jnp.maximum(margin - _safe_sqrt(distances_sq), 0.0)
@@ -575,18 +591,16 @@ def contrastive_pair_loss(
     samples paired with every anchor, as in `supcon_loss`.
     """
     extra = _extra(contrast_features, contrast_labels, contrast_mask, key_features)
-    if axis_name is None:
-        _check_common(features, labels, mask, contrast_mode, chunk_size, extra)
     _check_positive("margin", margin)
-    sums = _anchor_sums(
+    sums = _checked_anchor_sums(
         functools.partial(_pair_rows, margin=margin),
         features,
         labels,
         mask,
+        extra,
         contrast_mode=contrast_mode,
         chunk_size=chunk_size,
         axis_name=axis_name,
-        extra=extra,
     )
     pos_total, pos_count, neg_total, neg_count = sums
     return _mean(pos_total, pos_count) + _mean(neg_total, neg_count)
@@ -643,19 +657,17 @@ def triplet_loss(
     positives and negatives to mine from, as in `supcon_loss`.
     """
     extra = _extra(contrast_features, contrast_labels, contrast_mask, key_features)
-    if axis_name is None:
-        _check_common(features, labels, mask, contrast_mode, chunk_size, extra)
     _check_positive("margin", margin)
     _check_choice("mining", mining, TRIPLET_MINING)
-    sums = _anchor_sums(
+    sums = _checked_anchor_sums(
         functools.partial(_triplet_rows, margin=margin, mining=mining),
         features,
         labels,
         mask,
+        extra,
         contrast_mode=contrast_mode,
         chunk_size=chunk_size,
         axis_name=axis_name,
-        extra=extra,
     )
     return _mean(*sums)
 
@@ -704,20 +716,18 @@ def multi_similarity_loss(
     (alpha 2, beta 50, base lambda 0.5, margin epsilon 0.1).
     """
     extra = _extra(contrast_features, contrast_labels, contrast_mask, key_features)
-    if axis_name is None:
-        _check_common(features, labels, mask, contrast_mode, chunk_size, extra)
     for name, value in (("alpha", alpha), ("beta", beta), ("margin", margin)):
         _check_positive(name, value)
     row_fn = functools.partial(_multi_similarity_rows, alpha=alpha, beta=beta, base=base, margin=margin)
-    sums = _anchor_sums(
+    sums = _checked_anchor_sums(
         row_fn,
         features,
         labels,
         mask,
+        extra,
         contrast_mode=contrast_mode,
         chunk_size=chunk_size,
         axis_name=axis_name,
-        extra=extra,
     )
     return _mean(*sums)
 

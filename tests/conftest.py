@@ -73,3 +73,24 @@ def linear_config():
 def read_metrics(workdir):
     with open(f"{workdir}/metrics.jsonl") as f:
         return [json.loads(line) for line in f]
+
+
+def compiled_pretraining(config, mesh):
+    """(config with the data's class count, training source, fresh state, compiled pretraining step)
+    on `mesh`, without a workdir: for tests that drive the step themselves."""
+    import functools
+
+    from jax_supcon.jobs import pretrain
+    from jax_supcon.train import inputs, pretrained
+    from jax_supcon.train.state import abstract_state, init_state, jit_train_step, state_shardings
+
+    _, train, _, total, warmup = inputs.load_training_data(config, mesh)
+    config = pretrained.with_num_classes(config, train.num_classes)
+    model, tx, schedule, init = pretrained.build(config, total, warmup)
+    state = init_state(init, abstract_state(init, mesh))
+    step = jit_train_step(
+        functools.partial(pretrain.pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
+        state_shardings(state),
+        mesh,
+    )
+    return config, train, state, step

@@ -4,7 +4,7 @@ two-process run is in test_launch.py)."""
 import jax
 import numpy as np
 import pytest
-from conftest import read_metrics
+from conftest import compiled_pretraining, read_metrics
 
 from jax_supcon import parallel
 from jax_supcon.jobs import pretrain
@@ -58,21 +58,11 @@ def test_one_and_eight_devices_give_the_same_losses(pretrain_config, tmp_path, l
 
 def _step_metrics(config, mesh, steps):
     """(loss, grad_norm) of the first `steps` pretraining steps on `mesh`, no workdir."""
-    import functools
     import itertools
 
-    from jax_supcon.train import inputs, pretrained
-    from jax_supcon.train.state import abstract_state, init_state, jit_train_step, state_shardings
+    from jax_supcon.train import inputs
 
-    _, train, _, total, warmup = inputs.load_training_data(config, mesh)
-    config = pretrained.with_num_classes(config, train.num_classes)
-    model, tx, schedule, init = pretrained.build(config, total, warmup)
-    state = init_state(init, abstract_state(init, mesh))
-    step = jit_train_step(
-        functools.partial(pretrain.pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
-        state_shardings(state),
-        mesh,
-    )
+    config, train, state, step = compiled_pretraining(config, mesh)
     out = []
     for batch in itertools.islice(inputs.training_batches(train, config, state, mesh, views=2), steps):
         state, metrics = step(state, batch)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import read_metrics
+from conftest import compiled_pretraining, read_metrics
 
 from jax_supcon import parallel
 from jax_supcon.jobs import pretrain
@@ -61,22 +61,11 @@ def test_the_queue_is_sharded_over_the_devices_and_the_rest_replicated(pretrain_
 
 
 def test_the_momentum_encoder_follows_the_encoder_at_its_rate(pretrain_config):
-    import functools
-
     from jax_supcon.train import inputs
-    from jax_supcon.train.state import init_state, jit_train_step, state_shardings
 
     pretrain_config.model.momentum = 0.75
     mesh = parallel.create_mesh()
-    _, train, _, total, warmup = inputs.load_training_data(pretrain_config, mesh)
-    config = pretrained.with_num_classes(pretrain_config, train.num_classes)
-    model, tx, schedule, init = pretrained.build(config, total, warmup)
-    state = init_state(init, abstract_state(init, mesh))
-    step = jit_train_step(
-        functools.partial(pretrain.pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
-        state_shardings(state),
-        mesh,
-    )
+    config, train, state, step = compiled_pretraining(pretrain_config, mesh)
     batches = inputs.training_batches(train, config, state, mesh, views=2)
 
     def kernel(variables):
