@@ -84,9 +84,9 @@ def compiled_pretraining(config, mesh):
     from jax_supcon.train import inputs, pretrained
     from jax_supcon.train.state import abstract_state, init_state, jit_train_step, state_shardings
 
-    _, train, _, total, warmup = inputs.load_training_data(config, mesh)
-    config = pretrained.with_num_classes(config, train.num_classes)
-    model, tx, schedule, init = pretrained.build(config, total, warmup)
+    data = inputs.load_training_data(config, mesh)
+    config, train = data.config, data.train
+    model, tx, schedule, init = pretrained.build(config, data.total_steps, data.warmup_steps)
     state = init_state(init, abstract_state(init, mesh))
     step = jit_train_step(
         functools.partial(pretrain.pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),

@@ -21,6 +21,8 @@ PRETRAIN = [
     ("imagenet_supcon", "simclr"),
     ("imagenet_supcon", "moco_v2"),
     ("imagenet_supcon", "supcon_queue"),
+    ("metric_learning", "cub"),
+    ("metric_learning", "sop"),
 ]
 
 
@@ -29,7 +31,16 @@ def recipe(name, arg):
 
 
 @pytest.mark.parametrize(
-    "name, arg", PRETRAIN + [("cifar_linear", "cifar100"), ("imagenet_linear", None), ("cifar_ce", "cifar100")]
+    "name, arg",
+    PRETRAIN
+    + [
+        ("cifar_linear", "cifar100"),
+        ("imagenet_linear", None),
+        ("cifar_ce", "cifar100"),
+        ("metric_learning", "cars"),
+        ("digits_openset", "ce"),
+        ("mnist5k_openset", "multi_similarity"),
+    ],
 )
 def test_full_recipe_validates(name, arg):
     config = recipe(name, arg)
@@ -78,6 +89,26 @@ def test_smoke_variant_trains(name, arg, tmp_path):
     config = recipe(name, f"{arg},smoke")
     summary = pretrain.train_and_evaluate(config, str(tmp_path), mesh=parallel.create_mesh(jax.devices()[:2]))
     assert summary["steps"] == 2 and np.isfinite(summary["final_loss"])
+    if config.data.train_classes:  # open-set recipes validate on their held-out classes
+        assert 0 <= summary["val/encoder/mean_average_precision_at_r"] <= 1 and "val/encoder/knn_top1" not in summary
+
+
+def test_metric_learning_recipes_follow_the_standard_class_splits():
+    cub, cars, sop = (recipe("metric_learning", name) for name in ("cub", "cars", "sop"))
+    assert (cub.data.name, cub.data.train_split, cub.data.eval_split, cub.data.train_classes) == (
+        "caltech_birds2011",
+        "train+test",
+        "train+test",
+        "first_half",
+    )
+    assert cars.data.name == "cars196" and cars.data.train_classes == "first_half"
+    assert sop.data.train_classes == "0-11317" and sop.eval.recall_at == (1, 10, 100, 1000)
+    assert (cub.model.name, cub.data.image_size, cub.model.proj_dim, cub.data.samples_per_class) == (
+        "resnet50",
+        224,
+        512,
+        4,
+    )
 
 
 @pytest.mark.parametrize("stage_one, stage_two", [(("cifar_supcon", "cifar10"), ("cifar_linear", "cifar10"))])

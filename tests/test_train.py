@@ -258,7 +258,7 @@ def test_a_run_killed_between_log_and_checkpoint_logs_each_step_once(pretrain_co
         ("model.head", "mlpp", "model.head='mlpp'; allowed: ('mlp', 'linear')"),
         ("model.name", "resnet19", "model.name='resnet19'; allowed: ("),
         ("optimizer.name", "adam", "optimizer.name='adam'; allowed: ('sgd', 'lars', 'adamw')"),
-        ("best_metric", "val/encoder/knn", "best_metric='val/encoder/knn'; allowed: '' or one of ("),
+        ("best_metric", "val/encoder/knn", "best_metric='val/encoder/knn'; allowed: '', 'auto' or one of ("),
         ("eval_every_steps", -1, "eval_every_steps=-1 must be >= 0"),
     ],
 )

@@ -354,7 +354,7 @@ def step_benchmark(config, *, steps: int, pipeline: bool = False, peak_tflops: f
     from jax_supcon import parallel
     from jax_supcon.config import validate_config
     from jax_supcon.jobs.pretrain import pretrain_step
-    from jax_supcon.train import pretrained
+    from jax_supcon.train import inputs, pretrained
     from jax_supcon.train import state as train_state
 
     validate_config(config)
@@ -362,7 +362,7 @@ def step_benchmark(config, *, steps: int, pipeline: bool = False, peak_tflops: f
     parallel.check_batch_size(config.batch_size, mesh)
     if steps < 1:
         raise ValueError(f"--steps={steps} must be >= 1")
-    config = pretrained.with_num_classes(config, config.data.get("num_classes") or 10)  # the online probe's size
+    config = inputs.record_data(config, num_classes=config.data.get("num_classes") or 10, split=None)  # probe size
     model, tx, schedule, init = pretrained.build(config, total_steps=config.total_steps or 1000, warmup_steps=0)
     target = train_state.abstract_state(init, mesh)
     state = train_state.init_state(init, target)

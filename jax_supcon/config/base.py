@@ -25,7 +25,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 2  # the latest N checkpoints kept
     config.keep_best = 1  # pretrain: and the N best by best_metric (jax_supcon.average can average them)
     config.eval_every_steps = 1000  # pretrain: kNN + retrieval validation (and at the end); 0: none
-    config.best_metric = "val/encoder/knn_top1"  # pretrain: checkpoint kept as "best"; "" for none
+    # pretrain: checkpoint kept as "best"; "" for none; "auto": val/encoder/knn_top1, or with
+    # held-out classes (data.train_classes) val/encoder/mean_average_precision_at_r
+    config.best_metric = "auto"
     config.knn_k = 200
     config.knn_temperature = 0.1
     config.checkpoint = "latest"  # linear_eval / embed: "latest", "best" or a step of pretrained_workdir
@@ -50,11 +52,21 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.num_train_examples = placeholder(int)  # only where the metadata lacks it (synthetic: 4096)
     config.data.num_eval_examples = placeholder(int)  # (synthetic: 512)
     config.data.shuffle_buffer = 50_000  # tfds: records in the shuffle buffer (others shuffle exactly)
+    # Classes training may see: "0-4", "0,2,4,6,8", "first_half", "second_half"; "" all. The others
+    # are held out: validation and embed then measure retrieval on them (see config.eval).
+    config.data.train_classes = ""
     config.data.samples_per_class = 0  # > 0: class-balanced batches of this many examples per class
     config.data.eval_crop_fraction = 0.875  # varying-size images: centre crop of image_size / fraction
     config.data.verify_files = True  # folder: decode-check every file once at start
     config.data.skip_corrupt = False  # folder: leave out (and count) unreadable files instead of failing
     config.data.prefetch_to_device = 2  # batches copied to the devices ahead of the step
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.recall_at = (1, 2, 4, 8)  # Recall@K (CMC@K) reported by validation and embed
+    # Open-set retrieval (classes held out): None: every held-out evaluation image is a query and
+    # the others its gallery (self excluded); f in (0, 1): a fixed per-class fraction f of the
+    # images is the gallery and the rest are the queries (Catalyst's query/gallery protocol).
+    config.eval.gallery_fraction = placeholder(float)
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "resnet18"

@@ -9,7 +9,7 @@ import math
 import ml_collections
 
 from jax_supcon import losses, models, optim
-from jax_supcon.data import recipes, sources
+from jax_supcon.data import classes, recipes, sources
 from jax_supcon.evaluate import validation
 from jax_supcon.jobs import JOBS
 from jax_supcon.train import queue as feature_queue
@@ -76,6 +76,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.precompute_features and config.linear_augment:
         raise ValueError("precompute_features=True needs linear_augment=False (augmented views change every step)")
     sources.validate_data_config(config.data, config.batch_size)
+    classes.check_spec_syntax(config.data.train_classes)
     recipes.validate_augment_config(config.augment)
     if config.job in ("linear_eval", "embed") and not config.pretrained_workdir:
         raise ValueError(f"{config.job} needs --config.pretrained_workdir=DIR (a stage-1 workdir)")

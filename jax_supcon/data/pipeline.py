@@ -175,8 +175,8 @@ def check_class_balanced(source: Source, global_batch: int, samples_per_class: i
     """One-line errors for a class-balanced setting this source cannot satisfy."""
     if not source.indexable:
         raise ValueError(
-            f"data.samples_per_class={samples_per_class} needs an indexable source (digits, synthetic, folder:PATH); "
-            f"{source.name!r} is streamed from tfds"
+            f"data.samples_per_class={samples_per_class} needs an indexable source (digits, synthetic, folder:PATH, "
+            f"or tfds through sources.held_in_memory, as the training jobs do); {source.name!r} is streamed"
         )
     if samples_per_class < 1 or global_batch % samples_per_class:
         raise ValueError(
@@ -375,6 +375,22 @@ def _in_memory_eval(source: Source, padded: np.ndarray, local: int) -> Iterator[
             "index": padded[rows].astype(np.int32),
             "mask": valid[rows],
         }
+
+
+def evaluation_images(source: Source, indices: np.ndarray) -> np.ndarray:
+    """uint8 [len(indices), S, S, 3]: the evaluation views of examples `indices` (positions in
+    the split) of any source; a streamed one is read until the last of them."""
+    tf = _tf()
+    indices = np.asarray(indices, np.int64)
+    if source.indexable:
+        raw = [source.images[i] if source.images is not None else source.load(i) for i in indices.tolist()]
+    else:
+        wanted, found = set(indices.tolist()), {}
+        for position, record in source.records(0, 1).take(int(indices.max(initial=-1)) + 1).enumerate():
+            if int(position) in wanted:
+                found[int(position)] = source.decode(record)[0]
+        raw = [found[i] for i in indices.tolist()]
+    return np.stack([np.asarray(evaluation_image(tf.convert_to_tensor(image), source)) for image in raw])
 
 
 def sample_examples(source: Source, count: int, *, seed: int, host_views: HostViews) -> Batch:

@@ -60,6 +60,7 @@ class Source:
     records: Callable[[int, int], Any] | None = None  # (process_index, process_count) -> tf.data of records
     decode: Callable[[dict], tuple[Any, Any]] | None = None  # record -> (uint8 image, int32 label)
     skipped: tuple[str, ...] = ()  # unreadable files left out (folder with data.skip_corrupt)
+    read_labels: Callable[[], np.ndarray] | None = None  # streamed: every record's label, in split order
 
     def __post_init__(self):
         if self.images is not None and (
@@ -240,9 +241,11 @@ def _list_class_files(split_dir: str, classes: list[str]) -> tuple[list[str], li
 
 
 def folder_split(split_name: str, data: ml_collections.ConfigDict) -> Source:
-    """`PATH/<split>/<class>/*.{jpg,jpeg,png}`; class ids are the sorted class folder names of the
-    training split. Every file is checked once: an unreadable one is an error naming it, or with
-    `data.skip_corrupt` it is left out and counted (`Source.skipped`)."""
+    """`PATH/<split>/<class>/*.{jpg,jpeg,png}`; class ids are the sorted union of the class folder
+    names of the training and evaluation splits (CUB/SOP-style layouts test on classes training
+    never has; hold them out with `data.train_classes`). Every file is checked once: an unreadable
+    one is an error naming it, or with `data.skip_corrupt` it is left out and counted
+    (`Source.skipped`)."""
     tf = _tf()
     root = data.name[len(FOLDER_PREFIX) :]
     split = data.train_split if split_name == "train" else data.eval_split
@@ -254,10 +257,8 @@ def folder_split(split_name: str, data: ml_collections.ConfigDict) -> Source:
                 f"{os.path.join(root, '<split>', '<class>', '*.jpg|png')} with splits "
                 f"{data.train_split!r} (data.train_split) and {data.eval_split!r} (data.eval_split)"
             )
-    classes = _class_dirs(train_dir)
-    unknown = sorted(set(_class_dirs(split_dir)) - set(classes))
-    if unknown:
-        raise ValueError(f"{split_dir!r} has classes that {train_dir!r} lacks: {unknown[:5]}")
+    eval_dir = os.path.join(root, data.eval_split)
+    classes = sorted(set(_class_dirs(train_dir)) | set(_class_dirs(eval_dir) if os.path.isdir(eval_dir) else ()))
     paths, labels = _list_class_files(split_dir, classes)
     if not paths:
         raise FileNotFoundError(f"no {'/'.join(IMAGE_EXTENSIONS)} files under {split_dir!r}/<class>/")
@@ -354,6 +355,10 @@ def tfds_split(split_name: str, data: ml_collections.ConfigDict) -> Source:
         key = "num_train_examples" if split_name == "train" else "num_eval_examples"
         raise ValueError(f"data.name={data.name!r} split {split!r} has no known size: set --config.data.{key}")
     fixed = None if None in shape else (shape[0], shape[1], 3)
+
+    def read_labels() -> np.ndarray:
+        return _tfds_labels(builder, split, records(0, 1), int(num_examples))
+
     return Source(
         name=data.name,
         split=split,
@@ -363,7 +368,26 @@ def tfds_split(split_name: str, data: ml_collections.ConfigDict) -> Source:
         image_shape=fixed,
         records=records,
         decode=decode,
+        read_labels=read_labels,
     )
+
+
+def _tfds_labels(builder, split: str, records, num_examples: int) -> np.ndarray:
+    """Every label of a tfds split in record order, read once (images left undecoded) and cached
+    next to the prepared data (`jax_supcon_labels.<split>.npy`) where that folder is writable."""
+    safe_split = "".join(c if c.isalnum() or c in "-_" else "_" for c in split)
+    path = os.path.join(builder.data_dir, f"jax_supcon_labels.{safe_split}.npy")
+    with contextlib.suppress(OSError, ValueError):
+        cached = np.load(path)
+        if cached.shape == (num_examples,):
+            return cached
+    labels = np.concatenate(
+        [np.asarray(part, np.int32) for part in records.map(lambda r: r["label"]).batch(65_536).as_numpy_iterator()]
+    )
+    with contextlib.suppress(OSError):
+        np.save(f"{path}.tmp.npy", labels)
+        os.replace(f"{path}.tmp.npy", path)
+    return labels
 
 
 def _tfds_num_examples(builder, split: str, dataset) -> int | None:
@@ -373,6 +397,36 @@ def _tfds_num_examples(builder, split: str, dataset) -> int | None:
         pass  # no split metadata (mock data): ask the dataset
     cardinality = int(dataset.cardinality())
     return cardinality if cardinality > 0 else None
+
+
+def held_in_memory(source: Source) -> Source:
+    """A streamed (tfds) source made indexable: its records, still encoded, are read once into host
+    memory (every process holds the whole split), so class-balanced batches and exact per-step
+    shuffles work as for a folder. Meant for the small metric-learning sets (CUB-200-2011 is
+    about 0.6 GB of JPEGs per split, Cars-196 about 1 GB), not ImageNet."""
+    if source.indexable:
+        return source
+    tf = _tf()
+    encoded, labels = [], []
+    for batch in source.records(0, 1).map(lambda r: (r["image"], r["label"])).batch(1024).as_numpy_iterator():
+        encoded.extend(batch[0].tolist())
+        labels.append(np.asarray(batch[1], np.int64))
+    table = tf.constant(encoded, tf.string)
+    label_table = tf.constant(np.concatenate(labels))
+    decode = source.decode
+
+    def load(index):
+        return decode({"image": table[index], "label": label_table[index]})[0]
+
+    return dataclasses.replace(
+        source,
+        num_examples=len(encoded),
+        labels=np.concatenate(labels).astype(np.int32),
+        load=load,
+        records=None,
+        decode=None,
+        read_labels=None,
+    )
 
 
 def check_name(name: str) -> None:

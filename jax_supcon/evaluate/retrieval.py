@@ -52,6 +52,57 @@ def _retrieval_block(
     )
 
 
+def query_gallery_split(labels: np.ndarray, gallery_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(query indices, gallery indices), both sorted, of a query/gallery protocol: in each class a
+    fixed random part of `round(gallery_fraction * n)` of its n images (at least one, and at
+    least one left for the queries when n >= 2) is the gallery. The draw depends only on the
+    class id and its members' positions, never on a run's seed, so every run is scored on the
+    same split."""
+    if not 0 < gallery_fraction < 1:
+        raise ValueError(f"gallery_fraction={gallery_fraction} must be in (0, 1)")
+    labels = np.asarray(labels)
+    gallery = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        size = 1 if len(members) == 1 else min(max(1, round(gallery_fraction * len(members))), len(members) - 1)
+        gallery.append(np.random.default_rng([0, int(label)]).permutation(members)[:size])
+    in_gallery = np.zeros(labels.shape[0], bool)
+    in_gallery[np.concatenate(gallery) if gallery else []] = True
+    return np.flatnonzero(~in_gallery), np.flatnonzero(in_gallery)
+
+
+def nearest_references(
+    queries: np.ndarray, reference: np.ndarray, k: int, *, exclude: np.ndarray | None = None
+) -> np.ndarray:
+    """int [Q, k]: the `k` reference rows most cosine-similar to each query, nearest first (ties to
+    the lower index); `exclude[q]` (a reference row, or -1) is never returned for query q (its self)."""
+    similarity = np.array(normalize(queries) @ normalize(reference).T)  # a writable copy
+    if exclude is not None:
+        rows = np.flatnonzero(exclude >= 0)
+        similarity[rows, exclude[rows]] = -np.inf
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+
+def retrieval_examples(
+    embeddings: np.ndarray, labels: np.ndarray, *, gallery_fraction: float | None, rows: int = 8, k: int = 6
+) -> tuple[np.ndarray, np.ndarray]:
+    """(query rows [Q], their k nearest gallery rows [Q, k]) for a picture of retrieval, in the
+    protocol validation scores: the first query of up to `rows` classes spread evenly over the
+    classes, its gallery the other images (or the `query_gallery_split` gallery)."""
+    labels = np.asarray(labels)
+    if gallery_fraction is None:
+        queries = gallery = np.arange(labels.shape[0])
+    else:
+        queries, gallery = query_gallery_split(labels, gallery_fraction)
+    classes = np.unique(labels[queries])
+    shown = classes[np.unique(np.linspace(0, len(classes) - 1, min(rows, len(classes))).round().astype(int))]
+    chosen = np.array([queries[labels[queries] == label][0] for label in shown])
+    exclude = chosen if gallery_fraction is None else None  # gallery == every row: skip the query itself
+    k = min(k, len(gallery) - (1 if exclude is not None else 0))
+    nearest = nearest_references(embeddings[chosen], embeddings[gallery], k, exclude=exclude)
+    return chosen, gallery[nearest]
+
+
 def cluster_scores(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
     """NMI and AMI (arithmetic normalisation) of a clustering against the labels."""
     from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score

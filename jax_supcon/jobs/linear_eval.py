@@ -103,7 +103,14 @@ def feature_batches(
 @run_dir.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) linear evaluation in `workdir`; returns the summary with test top-1 and top-5."""
-    mesh, train_source, test_source, total_steps, warmup_steps = inputs.load_training_data(config, mesh)
+    data = inputs.load_training_data(config, mesh)
+    config, mesh, train_source, test_source = data.config, data.mesh, data.train, data.test
+    total_steps, warmup_steps = data.total_steps, data.warmup_steps
+    if test_source is None:
+        raise ValueError(
+            f"data.eval_split={config.data.eval_split!r} has no image of the training classes "
+            f"(data.train_classes={config.data.train_classes!r}): a classifier of them cannot be scored"
+        )
     pre_config, _, pretrained_state, pretrained_step, pin = pretrained.restore_pinned(
         workdir, config.pretrained_workdir, mesh, str(config.checkpoint)
     )

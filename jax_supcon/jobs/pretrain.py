@@ -9,13 +9,14 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
 from jax_supcon import losses, models, parallel
 from jax_supcon.checkpoint import Checkpointer
-from jax_supcon.data import augment
-from jax_supcon.evaluate import embeddings, validation
+from jax_supcon.data import augment, pipeline
+from jax_supcon.evaluate import embeddings, retrieval, validation
 from jax_supcon.train import inputs, loop, preemption, pretrained
 from jax_supcon.train import queue as feature_queue
 from jax_supcon.train import workdir as run_dir
@@ -135,9 +136,9 @@ def pretrain_step(
 @run_dir.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) stage-1 pretraining in `workdir`; returns the summary it writes."""
-    mesh, train_source, test_source, total_steps, warmup_steps = inputs.load_training_data(config, mesh)
-    config = pretrained.with_num_classes(config, train_source.num_classes)
-    model, tx, schedule, init = pretrained.build(config, total_steps, warmup_steps)
+    data = inputs.load_training_data(config, mesh)
+    config, mesh, train_source, total_steps = data.config, data.mesh, data.train, data.total_steps
+    model, tx, schedule, init = pretrained.build(config, total_steps, data.warmup_steps)
     target = abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
     run_dir.check_resumable(workdir, config)
 
@@ -163,22 +164,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         variables = state.variables(config.eval_with_ema)
         return embeddings.compute_embeddings(forward, variables, source, mesh, batch_size=config.eval_batch_size)
 
-    latest_test = {}  # the last validation's test embeddings, by step: the final plots reuse them
+    # What validation retrieves and the final maps show: the held-out classes when there are
+    # some (open set), else the test split; the last validation's embeddings, by step, are reused.
+    shown_source = data.held_out or data.test
+    latest_shown = {}
 
     def evaluate(state):
-        latest_test.clear()
-        latest_test[int(jax.device_get(state.step))] = test = embed(state, test_source)
-        metrics = validation.embedding_metrics(
-            embed(state, train_source),
-            test,
-            k=config.knn_k,
-            temperature=config.knn_temperature,
-            num_classes=train_source.num_classes,
-            seed=config.seed,
-        )
-        if model.probe_classes:
+        latest_shown.clear()
+        latest_shown[int(jax.device_get(state.step))] = shown = embed(state, shown_source)
+        recall_at = tuple(config.eval.recall_at)
+        if data.held_out is not None:
+            metrics = validation.open_set_metrics(
+                shown, recall_at=recall_at, gallery_fraction=config.eval.gallery_fraction, seed=config.seed
+            )
+            seen_test = embed(state, data.test) if model.probe_classes and data.test is not None else None
+        else:
+            metrics = validation.embedding_metrics(
+                embed(state, train_source),
+                shown,
+                k=config.knn_k,
+                temperature=config.knn_temperature,
+                num_classes=train_source.num_classes,
+                seed=config.seed,
+                recall_at=recall_at,
+            )
+            seen_test = shown
+        if model.probe_classes and seen_test is not None:  # on the training classes' test images
             probe = jax.device_get(state.variables(config.eval_with_ema)["params"]["probe"]["linear"])
-            metrics[validation.PROBE_METRIC] = validation.linear_accuracy(test["encoder"], test["labels"], **probe)
+            metrics[validation.PROBE_METRIC] = validation.linear_accuracy(
+                seen_test["encoder"], seen_test["labels"], **probe
+            )
         return metrics
 
     batches = inputs.training_batches(train_source, config, state, mesh, views=config.loss.num_views)
@@ -187,20 +202,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     with loop.training_run(workdir, "pretrain", config, checkpointer) as run:
         state, last = run.run_steps(state, train_step, batches, total_steps, evaluate if validating else None)
         if config.plots:  # a collective: every process takes part (or none, when validation has it)
-            test = latest_test.get(total_steps) or embed(state, test_source)
+            shown = latest_shown.get(total_steps) or embed(state, shown_source)
         if config.plots and parallel.is_main_process():
-            from jax_supcon.report import plots as report_plots
-
-            plots = report_plots.embedding_maps(
-                test["encoder"],
-                test["labels"],
-                os.path.join(workdir, report_plots.PLOTS_DIR),
-                name="test_encoder",
-                seed=config.seed,
-            )
+            plots = _final_plots(workdir, config, shown, shown_source, open_set=data.held_out is not None)
     records = run.logger.records()
-    validated = [r for r in records if any(key in r for key in validation.VALIDATION_METRICS)]
+    logged = validation.validation_metrics(tuple(config.eval.recall_at), open_set=data.held_out is not None)
+    validated = [r for r in records if any(key in r for key in logged)]
     summary = loop.run_summary("pretrain", total_steps, last, started, mesh) | {
         k: v for k, v in (validated[-1] if validated else {}).items() if k != "step"
     }
     return run_dir.finish_run(workdir, config, summary, records, plots)
+
+
+def _final_plots(workdir: str, config, shown: dict, source, *, open_set: bool) -> list[str]:
+    """The embedding maps of the evaluation images validation looks at (the held-out classes in
+    an open-set run, named so) and, open-set, the retrieval grid of some of their queries."""
+    from jax_supcon.report import plots as report_plots
+
+    folder = os.path.join(workdir, report_plots.PLOTS_DIR)
+    name = "held_out_encoder" if open_set else "test_encoder"
+    plots = report_plots.embedding_maps(shown["encoder"], shown["labels"], folder, name=name, seed=config.seed)
+    if open_set and len(shown["labels"]) > 1:
+        queries, matches = retrieval.retrieval_examples(
+            shown["encoder"], shown["labels"], gallery_fraction=config.eval.gallery_fraction
+        )
+        images = pipeline.evaluation_images(source, np.concatenate([queries, matches.ravel()]))
+        plots.append(
+            report_plots.retrieval_grid(
+                images[: len(queries)],
+                shown["labels"][queries],
+                images[len(queries) :].reshape(matches.shape + images.shape[1:]),
+                shown["labels"][matches],
+                os.path.join(folder, "held_out_retrieval.png"),
+                title="Held-out classes: nearest gallery images by encoder features (green: same class)",
+            )
+        )
+    return plots

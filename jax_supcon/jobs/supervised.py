@@ -14,7 +14,7 @@ from jax.sharding import Mesh
 from jax_supcon import losses, models, optim
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.data import augment
-from jax_supcon.evaluate import classification
+from jax_supcon.evaluate import classification, embeddings, validation
 from jax_supcon.train import inputs, loop, preemption
 from jax_supcon.train import workdir as run_dir
 from jax_supcon.train.state import (
@@ -49,12 +49,15 @@ def supervised_step(state, batch, *, model, tx, schedule, config):
 @preemption.stops_on_sigterm
 @run_dir.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
-    """Run (or resume) the cross-entropy baseline in `workdir`; returns the summary with test top-1/top-5."""
-    mesh, train_source, test_source, total_steps, warmup_steps = inputs.load_training_data(config, mesh)
+    """Run (or resume) the cross-entropy baseline in `workdir`; returns the summary with test top-1/top-5
+    (on the training classes' test images), and with held-out classes the retrieval metrics of
+    the encoder's features on theirs (`val/encoder/...`, as pretraining's validation)."""
+    data = inputs.load_training_data(config, mesh)
+    config, mesh, train_source, total_steps = data.config, data.mesh, data.train, data.total_steps
     model = models.SupervisedModel(
         encoder=models.create_encoder(config.model), classifier=models.LinearClassifier(train_source.num_classes)
     )
-    tx, schedule = optim.create_optimizer(config.optimizer, total_steps, warmup_steps, config.batch_size)
+    tx, schedule = optim.create_optimizer(config.optimizer, total_steps, data.warmup_steps, config.batch_size)
     size = config.data.image_size
     init = init_state_fn(
         lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False),
@@ -81,12 +84,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     started = time.perf_counter()
     with loop.training_run(workdir, "supervised", config, checkpointer) as run:
         state, last = run.run_steps(state, train_step, batches, total_steps)
-        accuracy = classification.top_k_accuracy(
-            logits, state.variables(config.eval_with_ema), test_source, mesh, batch_size=config.eval_batch_size
-        )
-        run.logger.write(total_steps, accuracy)
-    summary = loop.run_summary("supervised", total_steps, last, started, mesh) | {
-        **accuracy,
-        "test_examples": test_source.num_examples,
-    }
+        variables = state.variables(config.eval_with_ema)
+        results = {}
+        if data.test is not None:
+            results = classification.top_k_accuracy(
+                logits, variables, data.test, mesh, batch_size=config.eval_batch_size
+            ) | {"test_examples": data.test.num_examples}
+        if data.held_out is not None:
+            results |= _held_out_retrieval(model, variables, data.held_out, mesh, config)
+        run.logger.write(total_steps, {k: v for k, v in results.items() if k != "test_examples"})
+    summary = loop.run_summary("supervised", total_steps, last, started, mesh) | results
     return run_dir.finish_run(workdir, config, summary, run.logger.records(), [])
+
+
+def _held_out_retrieval(model, variables, held_out, mesh, config) -> dict[str, float]:
+    """Open-set retrieval metrics of the encoder's features on the held-out classes (a collective)."""
+    forward = jax.jit(
+        lambda v, images: model.apply(v, augment.preprocess_eval(images, config.augment), method=model.features)
+    )
+    arrays = embeddings.compute_embeddings(
+        forward, variables, held_out, mesh, batch_size=config.eval_batch_size, names=("encoder",)
+    )
+    return validation.open_set_metrics(
+        arrays,
+        recall_at=tuple(config.eval.recall_at),
+        gallery_fraction=config.eval.gallery_fraction,
+        seed=config.seed,
+        spaces={"encoder": "encoder"},
+    )

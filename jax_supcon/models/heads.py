@@ -86,3 +86,7 @@ class SupervisedModel(nn.Module):
 
     def __call__(self, x, train: bool = True):
         return self.classifier(self.encoder(x, train=train))
+
+    def features(self, x):
+        """(encoder features,) in inference mode: what open-set evaluation of the baseline retrieves with."""
+        return (self.encoder(x, train=False),)

@@ -1,4 +1,5 @@
-"""PNG pictures of a run: 2-D embedding maps coloured by class, and training curves."""
+"""PNG pictures of a run: 2-D embedding maps coloured by class, training curves, augmentation
+and retrieval grids."""
 
 from __future__ import annotations
 
@@ -171,6 +172,50 @@ def augmentation_grid(
                 ax.set_title(column_titles[column], fontsize=9)
         axes[row, 0].set_ylabel(f"class {labels[row]}", fontsize=8)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def retrieval_grid(
+    query_images: np.ndarray,
+    query_labels: np.ndarray,
+    match_images: np.ndarray,
+    match_labels: np.ndarray,
+    path: str,
+    *,
+    title: str,
+) -> str:
+    """One row per query: its image [Q, H, W, 3] (uint8) then its nearest gallery images
+    [Q, K, H, W, 3], nearest first, each framed green when its class is the query's and red
+    when not, with its class written under it."""
+    rows, k = match_images.shape[:2]
+    cell = 1.3
+    fig = Figure(figsize=(cell * (k + 1) + 0.3, cell * rows + 0.6), dpi=100)
+    axes = fig.subplots(rows, k + 1, squeeze=False)
+    for row in range(rows):
+        for column in range(k + 1):
+            ax = axes[row, column]
+            image = query_images[row] if column == 0 else match_images[row, column - 1]
+            ax.imshow(image, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if column == 0:
+                ax.set_xlabel(f"query: {query_labels[row]}", fontsize=7)
+                color = "black"
+            else:
+                right = match_labels[row, column - 1] == query_labels[row]
+                color = "tab:green" if right else "tab:red"
+                ax.set_xlabel(
+                    f"{match_labels[row, column - 1]}" + ("" if right else " (wrong)"), fontsize=7, color=color
+                )
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(1 if column == 0 else 3)
+            if row == 0:
+                ax.set_title("query" if column == 0 else f"#{column}", fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)

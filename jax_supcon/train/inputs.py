@@ -13,32 +13,73 @@ from jax.sharding import Mesh
 
 from jax_supcon import parallel
 from jax_supcon.config import resolve_steps, validate_config
-from jax_supcon.data import pipeline, sources
+from jax_supcon.data import classes, pipeline, sources
 from jax_supcon.data.sources import Source
+from jax_supcon.evaluate import validation
 from jax_supcon.train.state import TrainState
 
 
 class TrainingData(NamedTuple):
+    """`train` holds the training classes only, relabelled 0..n-1 when classes are held out
+    (`data.train_classes`); `test` is the evaluation split's examples of those classes, labelled
+    alike (None when it has none, as in Stanford Online Products); `held_out` its examples of
+    the other classes with their own ids (None when nothing is held out). `config` is the run's
+    config with what the data decided recorded (`data.num_classes`, `data.class_ids`,
+    `best_metric`)."""
+
+    config: ml_collections.ConfigDict
     mesh: Mesh
     train: Source
-    test: Source
+    test: Source | None
+    held_out: Source | None
     total_steps: int
     warmup_steps: int
 
 
 def load_training_data(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> TrainingData:
     """What every training job checks and loads before it builds a model or touches its workdir:
-    the config, batch divisibility over the mesh, both splits, the run's length, class balance."""
+    the config, batch divisibility over the mesh, both splits (cut to the training classes), the
+    run's length, class balance."""
     validate_config(config)
     mesh = mesh or parallel.create_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     train = sources.load_source(config.data, "train")
     test = sources.load_source(config.data, "test")
+    if config.data.samples_per_class:  # class-balanced batches index the split: tfds records held in memory
+        train = sources.held_in_memory(train)
+    split = classes.class_split(config.data.train_classes, train.num_classes)
+    held_out = None
+    if split is None and config.eval.gallery_fraction is not None:
+        raise ValueError(
+            f"eval.gallery_fraction={config.eval.gallery_fraction} needs held-out classes, but "
+            f"data.train_classes={config.data.train_classes!r} names all {train.num_classes} classes"
+        )
+    if split is not None:
+        held_out = classes.restrict(test, split.held_out, relabel=False, missing_ok=False, role="held-out")
+        train = classes.restrict(train, split.seen, relabel=True, missing_ok=False, role="training")
+        test = classes.restrict(test, split.seen, relabel=True, missing_ok=True, role="training")
     total_steps, warmup_steps = resolve_steps(config, train.num_examples)
     if config.data.samples_per_class:
         pipeline.check_class_balanced(train, config.batch_size, config.data.samples_per_class)
-    return TrainingData(mesh, train, test, total_steps, warmup_steps)
+    config = record_data(config, num_classes=train.num_classes if split is None else split.num_classes, split=split)
+    return TrainingData(config, mesh, train, test, held_out, total_steps, warmup_steps)
+
+
+def record_data(
+    config: ml_collections.ConfigDict, *, num_classes: int, split: classes.ClassSplit | None
+) -> ml_collections.ConfigDict:
+    """A copy of `config` with what the data decided, for `config.json` and whoever restores the
+    run: `data.num_classes` (the data set's, when unset), `data.class_ids` (the data set id of each
+    training label, when classes are held out) and `best_metric` ("auto" resolved)."""
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        if config.data.num_classes is None:
+            config.data.num_classes = num_classes
+        if split is not None:
+            config.data.class_ids = list(split.seen)
+        config.best_metric = validation.resolve_best_metric(config.best_metric, open_set=split is not None)
+    return config
 
 
 def training_batches(

@@ -29,21 +29,15 @@ PIN_FILE = "pretrained.json"
 
 
 def probe_classes(config: ml_collections.ConfigDict) -> int:
-    """Classes of the online probe: `data.num_classes` (recorded by the run) when `online_probe`, else 0."""
+    """Classes of the online probe when `online_probe` (else 0): the training classes the run
+    recorded (`data.class_ids` when classes were held out, else `data.num_classes`)."""
     if not config.get("online_probe", False):
         return 0
+    if config.data.get("class_ids"):
+        return len(config.data.class_ids)
     if not config.data.num_classes:
         raise ValueError("online_probe=True needs data.num_classes (set from the training data by the run)")
     return int(config.data.num_classes)
-
-
-def with_num_classes(config: ml_collections.ConfigDict, num_classes: int) -> ml_collections.ConfigDict:
-    """A copy of `config` with `data.num_classes` set from the data when unset, so the run's
-    `config.json` records the probe's size for whoever restores the checkpoint."""
-    config = config.copy_and_resolve_references()
-    if config.data.num_classes is None:
-        config.data.num_classes = num_classes
-    return config
 
 
 def build(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int):
