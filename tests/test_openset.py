@@ -140,16 +140,30 @@ def test_a_folder_takes_its_classes_from_the_union_of_its_splits(tmp_path):
 # ----------------------------------------------------------- held-out classes never in training
 
 
-@pytest.mark.parametrize("samples_per_class", [0, 8])
-@pytest.mark.parametrize("process_count", [1, 2])
-def test_held_out_classes_never_reach_a_training_batch(samples_per_class, process_count):
+def odd_digit_images(config) -> set[bytes]:
+    """The training images of digits 1, 3, 5, 7, 9 that no even digit shares, pixel for pixel."""
+    train = sources.load_source(config.data, "train")
+    even = {image.tobytes() for image in train.images[train.labels % 2 == 0]}
+    odd = {image.tobytes() for image in train.images[train.labels % 2 == 1]} - even
+    assert len(odd) > 600  # digits has 724 odd training images: the check below is not vacuous
+    return odd
+
+
+def even_digits_config(samples_per_class):
     config = tiny(base_config())
     config.data.update(name="digits", image_size=8, train_classes="0,2,4,6,8", samples_per_class=samples_per_class)
     config.batch_size = 40
+    return config
+
+
+@pytest.mark.parametrize("samples_per_class", [0, 8])
+@pytest.mark.parametrize("process_count", [1, 2])
+def test_held_out_classes_never_reach_a_process_share_of_a_training_batch(samples_per_class, process_count):
+    config = even_digits_config(samples_per_class)
     data = inputs.load_training_data(config, parallel.create_mesh())
     assert data.config.data.class_ids == [0, 2, 4, 6, 8] and data.train.num_classes == 5
     steps = -(-data.train.num_examples // config.batch_size) + 1  # more than an epoch
-    seen = []
+    images = []
     for process in range(process_count):
         batches = pipeline.train_batches(
             data.train,
@@ -161,16 +175,31 @@ def test_held_out_classes_never_reach_a_training_batch(samples_per_class, proces
         )
         for _ in range(steps):
             batch = next(batches)
-            seen.append(batch["image"])
+            images += [image.tobytes() for image in batch["image"]]
             assert batch["label"].min() >= 0 and batch["label"].max() <= 4
-    # No image of an odd digit among the training images (compared pixel for pixel).
-    digits_train = sources.load_source(config.data, "train")
-    odd = {image.tobytes() for image in digits_train.images[digits_train.labels % 2 == 1]}
-    even = {image.tobytes() for image in digits_train.images[digits_train.labels % 2 == 0]}
-    images = [image.tobytes() for batch in seen for image in batch]
-    assert not any(image in odd and image not in even for image in images)
+    assert not set(images) & odd_digit_images(config)
     if not samples_per_class:
         assert set(images) == {image.tobytes() for image in data.train.images}  # the epoch covers every one
+
+
+@pytest.mark.parametrize("samples_per_class", [0, 8])
+@pytest.mark.parametrize("devices", [1, 8])
+def test_held_out_classes_never_reach_the_devices(samples_per_class, devices):
+    from types import SimpleNamespace
+
+    config = even_digits_config(samples_per_class)
+    mesh = parallel.create_mesh(jax.devices()[:devices])
+    data = inputs.load_training_data(config, mesh)
+    batches = inputs.training_batches(data.train, data.config, SimpleNamespace(step=0), mesh)
+    steps = -(-data.train.num_examples // config.batch_size) + 1
+    images, labels = [], []
+    for _ in range(steps):
+        batch = next(batches)
+        assert len(batch["image"].sharding.device_set) == devices
+        images += [image.tobytes() for image in np.asarray(batch["image"])]
+        labels.append(np.asarray(batch["label"]))
+    assert not set(images) & odd_digit_images(config)
+    assert set(np.concatenate(labels).tolist()) == {0, 1, 2, 3, 4}
 
 
 # ----------------------------------------------------------------------- query / gallery split

@@ -79,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Recompute each residual block in the backward pass instead of keeping its activations: for
     # batches whose activations do not fit, at about one more forward pass of compute.
     config.model.remat = False
+    # A torchvision/timm ResNet state dict (.safetensors; .pth with torch) the encoder starts
+    # from (pretrain, supervised); "" random. See jax_supcon/models/weights.py.
+    config.model.init_from = ""
     config.model.momentum = 0.0  # > 0: a momentum encoder (MoCo) computes the keys and the queue's entries
 
     config.loss = ml_collections.ConfigDict()

@@ -149,7 +149,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         best_metric=config.best_metric if validating else None,
         keep_best=config.keep_best,
     )
-    state = restore_or_init(init, target, checkpointer, total_steps=total_steps)
+    state = restore_or_init(
+        init,
+        target,
+        checkpointer,
+        total_steps=total_steps,
+        initial_encoder=pretrained.encoder_importer(config.model, target),
+    )
     run_dir.record_config(workdir, config)
     run_dir.write_parameter_overview(workdir, "pretrain", state.params)
     train_step = jit_train_step(

@@ -15,7 +15,7 @@ from jax_supcon import losses, models, optim
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.data import augment
 from jax_supcon.evaluate import classification, embeddings, validation
-from jax_supcon.train import inputs, loop, preemption
+from jax_supcon.train import inputs, loop, preemption, pretrained
 from jax_supcon.train import workdir as run_dir
 from jax_supcon.train.state import (
     abstract_state,
@@ -68,7 +68,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     target = abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
     run_dir.check_resumable(workdir, config)
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
-    state = restore_or_init(init, target, checkpointer, total_steps=total_steps)
+    state = restore_or_init(
+        init,
+        target,
+        checkpointer,
+        total_steps=total_steps,
+        initial_encoder=pretrained.encoder_importer(config.model, target),
+    )
     run_dir.record_config(workdir, config)
     run_dir.write_parameter_overview(workdir, "supervised", state.params)
     train_step = jit_train_step(

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jax_supcon import platform
+from jax_supcon.models import weights
 from jax_supcon.models.heads import (
     HEADS,
     ContrastiveModel,
@@ -68,6 +69,7 @@ def validate_model_config(model: ml_collections.ConfigDict) -> None:
         raise ValueError(f"model.remat={model.remat!r}; allowed: True, False")
     if not model.width > 0 or model.proj_dim < 1:
         raise ValueError(f"model.width={model.width} must be > 0 and model.proj_dim={model.proj_dim} >= 1")
+    weights.check_init_from(model.get("init_from", ""))
 
 
 __all__ = [

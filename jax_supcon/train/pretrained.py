@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 
 from jax_supcon import models, optim
 from jax_supcon.checkpoint import Checkpointer, checkpoint_directory
+from jax_supcon.models import weights
 from jax_supcon.train import queue as feature_queue
 from jax_supcon.train import state as train_state
 from jax_supcon.train.workdir import MetricLogger, load_config, write_json
@@ -56,6 +57,17 @@ def build(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int
         momentum=config.model.get("momentum", 0.0) > 0,
     )
     return model, tx, schedule, init
+
+
+def encoder_importer(model_config: ml_collections.ConfigDict, target: train_state.TrainState):
+    """For `restore_or_init(initial_encoder=...)`: a function reading `model.init_from` (a
+    torchvision/timm ResNet state dict) into the encoder variables of `target`'s shapes, or None
+    when the run starts from random weights."""
+    path = model_config.get("init_from", "")
+    if not path:
+        return None
+    template = {"params": target.params["encoder"], "batch_stats": target.batch_stats["encoder"]}
+    return lambda: weights.encoder_from_state_dict(weights.read_state_dict(path), template, source=path)
 
 
 def restore_pretrained(pretrained_workdir: str, mesh: Mesh, which: str = "latest"):

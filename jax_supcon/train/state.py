@@ -13,6 +13,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -136,17 +137,50 @@ def init_state(init: Callable[[], TrainState], target: TrainState) -> TrainState
     return jax.jit(init, out_shardings=state_shardings(target))()
 
 
+def with_encoder(state: TrainState, encoder: dict[str, Any]) -> TrainState:
+    """`state` with the encoder's `params` and `batch_stats` (host arrays) replaced everywhere
+    they live (the trained copy, the EMA, the momentum encoder), each placed in the sharding of
+    the array it replaces (every process holds the whole value)."""
+
+    def place(old, new):
+        new = np.asarray(new, old.dtype)
+        return jax.make_array_from_callback(new.shape, old.sharding, lambda index: new[index])
+
+    def replaced(variables: dict[str, Any]) -> dict[str, Any]:
+        out = dict(variables)
+        for key in ("params", "batch_stats"):
+            out[key] = {**variables[key], "encoder": jax.tree.map(place, variables[key]["encoder"], encoder[key])}
+        return out
+
+    trained = replaced({"params": state.params, "batch_stats": state.batch_stats})
+    changes = {"params": trained["params"], "batch_stats": trained["batch_stats"]}
+    if state.ema:
+        changes["ema"] = replaced(state.ema)
+    if state.momentum:
+        changes["momentum"] = replaced(state.momentum)
+    return state.replace(**changes)
+
+
 def restore_or_init(
-    init: Callable[[], TrainState], target: TrainState, checkpointer: Checkpointer, *, total_steps: int | None = None
+    init: Callable[[], TrainState],
+    target: TrainState,
+    checkpointer: Checkpointer,
+    *,
+    total_steps: int | None = None,
+    initial_encoder: Callable[[], dict[str, Any]] | None = None,
 ) -> TrainState:
     """The newest readable checkpoint in the workdir if there is one (resume; damaged newer ones
-    are set aside, see `Checkpointer.restore_newest_readable`), else a fresh sharded init;
-    `target` is `abstract_state(init, mesh)`. A run of `total_steps` shorter than its checkpoint
-    is refused: it would report the state of a longer run as its own. A file system without room
-    for one checkpoint is refused here too, before anything is compiled."""
+    are set aside, see `Checkpointer.restore_newest_readable`), else a fresh sharded init, whose
+    encoder is `initial_encoder()` when given (imported weights: read before anything compiles,
+    ignored on resume); `target` is `abstract_state(init, mesh)`. A run of `total_steps` shorter
+    than its checkpoint is refused: it would report the state of a longer run as its own. A file
+    system without room for one checkpoint is refused here too, before anything is compiled."""
     checkpointer.check_space(target)
     if checkpointer.latest_step() is None:
-        return init_state(init, target)
+        if initial_encoder is None:
+            return init_state(init, target)
+        encoder = initial_encoder()
+        return with_encoder(init_state(init, target), encoder)
     state, step = checkpointer.restore_newest_readable(target)
     if total_steps is not None and step > total_steps:
         raise ValueError(

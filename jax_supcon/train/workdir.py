@@ -156,7 +156,7 @@ def _as_json(config: ml_collections.ConfigDict) -> dict:
 # Keys added to a config section after runs were recorded without them, and the value that
 # means "as before" (the feature: off): an older run's config reads as if it had them.
 ADDED_KEYS = {
-    "model": {"momentum": 0.0},
+    "model": {"momentum": 0.0, "init_from": ""},
     "loss": {"queue_size": 0, "queue_views": "all"},
     "data": {"train_classes": ""},
 }
