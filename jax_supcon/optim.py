@@ -111,6 +111,18 @@ def create_optimizer(
     return tx, schedule
 
 
+def scale_subtree(name: str, factor: float) -> optax.GradientTransformation:
+    """Multiply the updates of the parameters under top-level key `name` by `factor`, after the
+    optimizer: with every optimizer here the update is proportional to the learning rate, so this
+    is that subtree's learning rate times `factor` (fine-tuning's `encoder_lr_multiplier`)."""
+
+    def update(updates, state, params=None):
+        del params
+        return {**updates, name: jax.tree.map(lambda u: u * factor, updates[name])}, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def validate_optimizer_config(opt: ml_collections.ConfigDict) -> None:
     """One-line errors for a bad `config.optimizer` section."""
     for key, allowed in (("name", OPTIMIZERS), ("schedule", SCHEDULES), ("lr_scaling", LR_SCALINGS)):
@@ -124,6 +136,8 @@ def validate_optimizer_config(opt: ml_collections.ConfigDict) -> None:
         )
     if opt.clip_grad_norm is not None and not opt.clip_grad_norm > 0:
         raise ValueError(f"optimizer.clip_grad_norm={opt.clip_grad_norm} must be > 0 (or unset: no clipping)")
+    if not opt.get("encoder_lr_multiplier", 1.0) >= 0:
+        raise ValueError(f"optimizer.encoder_lr_multiplier={opt.encoder_lr_multiplier} must be >= 0 (0: frozen)")
     if not 0 <= opt.decay_rate <= 1:
         raise ValueError(f"optimizer.decay_rate={opt.decay_rate} must be in [0, 1]")
     step_boundaries(opt, total_steps=1)

@@ -24,6 +24,8 @@ The config names the job (config.job):
                (--config.pretrained_workdir=STAGE1_DIR)
   embed        embeddings of a split from a stage-1 checkpoint, written to .npz
   supervised   the cross-entropy baseline: encoder and classifier trained end to end
+  finetune     a stage-1 (--config.pretrained_workdir) or imported (--config.model.init_from)
+               encoder and a classifier trained end to end, optionally on data.label_fraction
 
 {cli.CONFIGS_NOTE}
 

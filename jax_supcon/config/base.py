@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint = "latest"  # linear_eval / embed: "latest", "best" or a step of pretrained_workdir
     config.embed_split = "test"  # embed: which split to write
     config.plots = True  # embedding maps of the test split at the end of pretraining
-    config.pretrained_workdir = placeholder(str)  # linear_eval: stage-1 workdir to restore
+    config.pretrained_workdir = placeholder(str)  # linear_eval, embed, finetune: stage-1 workdir to restore
     config.linear_augment = True  # linear_eval: train the classifier on augmented views
     config.label_smoothing = 0.0  # linear_eval, supervised: cross-entropy label smoothing
     config.ema_decay = 0.0  # > 0 (e.g. 0.999): keep an exponential moving average of the weights
@@ -55,6 +55,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Classes training may see: "0-4", "0,2,4,6,8", "first_half", "second_half"; "" all. The others
     # are held out: validation and embed then measure retrieval on them (see config.eval).
     config.data.train_classes = ""
+    # Semi-supervised protocols: train on this class-balanced, fixed fraction of the training
+    # labels (finetune, linear_eval, supervised; 1: all). See sources.label_fraction_subset.
+    config.data.label_fraction = 1.0
     config.data.samples_per_class = 0  # > 0: class-balanced batches of this many examples per class
     config.data.eval_crop_fraction = 0.875  # varying-size images: centre crop of image_size / fraction
     config.data.verify_files = True  # folder: decode-check every file once at start
@@ -114,6 +117,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.schedule = "cosine"  # "cosine", "step" or "constant", after the warmup
     config.optimizer.decay_boundaries = (0.7, 0.8, 0.9)  # step: fractions of the run (SupContrast: 700,800,900/1000)
     config.optimizer.decay_rate = 0.1  # step: the learning rate is multiplied by this at each boundary
+    config.optimizer.encoder_lr_multiplier = 1.0  # finetune: the encoder's learning rate over the classifier's
     config.optimizer.clip_grad_norm = placeholder(float)  # clip gradients to this global norm; None: no clipping
     config.optimizer.warmup_steps = placeholder(int)  # or warmup_epochs
     config.optimizer.warmup_epochs = 0.0

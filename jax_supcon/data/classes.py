@@ -18,6 +18,7 @@ import re
 
 import numpy as np
 
+from jax_supcon.data import sources
 from jax_supcon.data.sources import Source, _tf
 
 NAMED_SPECS = ("first_half", "second_half")
@@ -112,14 +113,7 @@ def restrict(
         )
     new_labels = (table[labels[kept]] if relabel else labels[kept]).astype(np.int32)
     if source.indexable:
-        changes = {"num_examples": int(kept.size), "num_classes": num_classes, "labels": new_labels}
-        if source.images is not None:
-            changes["images"] = source.images[kept]
-        else:
-            tf = _tf()
-            load, kept_index = source.load, tf.constant(kept, tf.int64)
-            changes["load"] = lambda index: load(tf.gather(kept_index, index))
-        return dataclasses.replace(source, **changes)
+        return sources.subset(source, kept, new_labels, num_classes)
     return _restrict_streamed(source, keep_class, table if relabel else None, num_classes, new_labels)
 
 

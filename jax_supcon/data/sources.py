@@ -399,6 +399,43 @@ def _tfds_num_examples(builder, split: str, dataset) -> int | None:
     return cardinality if cardinality > 0 else None
 
 
+def subset(source: Source, kept: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> Source:
+    """The examples `kept` (positions, in order) of an indexable source, labelled `labels`: the
+    images in memory are cut, a `load` gets an index map in front."""
+    if not source.indexable:
+        raise ValueError(f"{source.name!r} is streamed: only indexable sources can be cut by position")
+    changes = {
+        "num_examples": int(kept.size),
+        "num_classes": source.num_classes if num_classes is None else num_classes,
+        "labels": np.asarray(labels, np.int32),
+    }
+    if source.images is not None:
+        changes["images"] = source.images[kept]
+    else:
+        tf = _tf()
+        load, kept_index = source.load, tf.constant(kept, tf.int64)
+        changes["load"] = lambda index: load(tf.gather(kept_index, index))
+    return dataclasses.replace(source, **changes)
+
+
+def label_fraction_subset(source: Source, fraction: float) -> Source:
+    """A class-balanced part of a training split (`data.label_fraction`, semi-supervised protocols):
+    `round(fraction * n)` of each class's n examples, at least one, drawn once with a fixed seed
+    per class (the same subset for every run and seed), kept in split order. A streamed source is
+    first read into memory (`held_in_memory`): for ImageNet's published 1% / 10% subsets use tfds
+    `imagenet2012_subset` instead."""
+    if fraction == 1.0:
+        return source
+    source = held_in_memory(source)
+    kept = []
+    for label in np.unique(source.labels):
+        members = np.flatnonzero(source.labels == label)
+        count = max(1, round(fraction * len(members)))
+        kept.append(np.random.default_rng([0, int(label)]).permutation(members)[:count])
+    kept = np.sort(np.concatenate(kept))
+    return subset(source, kept, source.labels[kept])
+
+
 def held_in_memory(source: Source) -> Source:
     """A streamed (tfds) source made indexable: its records, still encoded, are read once into host
     memory (every process holds the whole split), so class-balanced batches and exact per-step
@@ -453,6 +490,9 @@ def validate_data_config(data: ml_collections.ConfigDict, batch_size: int) -> No
     for key in ("num_classes", "num_train_examples", "num_eval_examples"):
         if data[key] is not None and data[key] < 1:
             raise ValueError(f"data.{key}={data[key]} must be >= 1 (or unset)")
+    fraction = data.get("label_fraction", 1.0)
+    if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"data.label_fraction={fraction!r} must be in (0, 1] (1: every training label)")
 
 
 def load_source(data: ml_collections.ConfigDict, split: str) -> Source:

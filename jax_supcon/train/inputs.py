@@ -59,6 +59,7 @@ def load_training_data(config: ml_collections.ConfigDict, mesh: Mesh | None = No
         held_out = classes.restrict(test, split.held_out, relabel=False, missing_ok=False, role="held-out")
         train = classes.restrict(train, split.seen, relabel=True, missing_ok=False, role="training")
         test = classes.restrict(test, split.seen, relabel=True, missing_ok=True, role="training")
+    train = sources.label_fraction_subset(train, config.data.label_fraction)
     total_steps, warmup_steps = resolve_steps(config, train.num_examples)
     if config.data.samples_per_class:
         pipeline.check_class_balanced(train, config.batch_size, config.data.samples_per_class)

@@ -138,11 +138,14 @@ def init_state(init: Callable[[], TrainState], target: TrainState) -> TrainState
 
 
 def with_encoder(state: TrainState, encoder: dict[str, Any]) -> TrainState:
-    """`state` with the encoder's `params` and `batch_stats` (host arrays) replaced everywhere
-    they live (the trained copy, the EMA, the momentum encoder), each placed in the sharding of
-    the array it replaces (every process holds the whole value)."""
+    """`state` with the encoder's `params` and `batch_stats` replaced everywhere they live (the
+    trained copy, the EMA, the momentum encoder), each placed in the sharding of the array it
+    replaces: device arrays (a restored stage-1 encoder) are resharded on the devices, host
+    arrays (imported weights, the whole value on every process) are copied in."""
 
     def place(old, new):
+        if isinstance(new, jax.Array):
+            return jax.device_put(new.astype(old.dtype), old.sharding)
         new = np.asarray(new, old.dtype)
         return jax.make_array_from_callback(new.shape, old.sharding, lambda index: new[index])
 

@@ -158,7 +158,8 @@ def _as_json(config: ml_collections.ConfigDict) -> dict:
 ADDED_KEYS = {
     "model": {"momentum": 0.0, "init_from": ""},
     "loss": {"queue_size": 0, "queue_views": "all"},
-    "data": {"train_classes": ""},
+    "optimizer": {"encoder_lr_multiplier": 1.0},
+    "data": {"train_classes": "", "label_fraction": 1.0},
 }
 
 
