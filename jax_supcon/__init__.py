@@ -5,3 +5,13 @@ command-line tools apply is one call, `jax_supcon.platform.configure()`, made be
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`jax_supcon.Embedder`, imported on first use so `import jax_supcon` stays light (no JAX,
+    TensorFlow or Flax until then)."""
+    if name == "Embedder":
+        from jax_supcon.embedder import Embedder
+
+        return Embedder
+    raise AttributeError(f"module 'jax_supcon' has no attribute {name!r}")

@@ -308,3 +308,11 @@ class Checkpointer:
             self.wait()
         finally:
             self._manager.close()
+
+
+def abstract_target(metadata_tree: Any, sharding: Any) -> Any:
+    """`jax.ShapeDtypeStruct`s with `sharding` for every array of a checkpoint's metadata tree
+    (`Checkpointer.metadata`): restores any job's state without building its model or optimizer."""
+    import jax
+
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), metadata_tree)

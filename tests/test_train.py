@@ -396,8 +396,7 @@ def test_a_diverged_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
 def test_a_step_whose_update_is_not_finite_is_never_saved(pretrain_config, tmp_path, mesh):
     """At lr 1e12 the loss of step 2 is still finite, but its update turns the parameters to NaN:
     the run stops there, and every checkpoint it leaves holds finite arrays only."""
-    from jax_supcon.checkpoint import Checkpointer
-    from jax_supcon.cli.average import abstract_target
+    from jax_supcon.checkpoint import Checkpointer, abstract_target
     from jax_supcon.train.loop import TrainingDiverged
 
     pretrain_config.optimizer.learning_rate = 1e12

@@ -79,13 +79,6 @@ def choose_best(steps: Sequence[int], records: Sequence[dict], metric: str, k: i
     return sorted(ranked[:k])
 
 
-def abstract_target(metadata_tree: Any, sharding: Any) -> Any:
-    """`jax.ShapeDtypeStruct`s with `sharding` for every array of a checkpoint's metadata tree."""
-    import jax
-
-    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), metadata_tree)
-
-
 def _is_averaged(path: tuple, leaf: Any) -> bool:
     """Floating leaves under a top-level key in `AVERAGED_KEYS` (dict or attribute)."""
     import jax.numpy as jnp
@@ -148,7 +141,7 @@ def average_checkpoints(workdir: str, out: str, *, last: int = 0, best: int = 0)
     import jax
 
     from jax_supcon import parallel
-    from jax_supcon.checkpoint import Checkpointer
+    from jax_supcon.checkpoint import Checkpointer, abstract_target
     from jax_supcon.train import workdir as run_dir
 
     mode, k = parse_mode(last, best)

@@ -83,6 +83,28 @@ def nearest_references(
     return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
 
 
+@functools.partial(jax.jit, static_argnames=("k",))
+def _top_k_block(queries, gallery, *, k):
+    return jax.lax.top_k(queries @ gallery.T, k)
+
+
+def top_k_neighbours(
+    queries: np.ndarray, gallery: np.ndarray, k: int, *, block_size: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices [Q, k], cosine similarities [Q, k]) of the k most similar gallery rows of each
+    query, nearest first (ties to the lower index), on the device in blocks of `block_size`
+    queries so only a block x gallery similarity matrix ever exists."""
+    k = min(k, gallery.shape[0])
+    gallery = normalize(gallery)
+    parts = [
+        _top_k_block(normalize(queries[start : start + block_size]), gallery, k=k)
+        for start in range(0, queries.shape[0], block_size)
+    ]
+    if not parts:
+        return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+    return np.concatenate([np.asarray(p[1]) for p in parts]), np.concatenate([np.asarray(p[0]) for p in parts])
+
+
 def retrieval_examples(
     embeddings: np.ndarray, labels: np.ndarray, *, gallery_fraction: float | None, rows: int = 8, k: int = 6
 ) -> tuple[np.ndarray, np.ndarray]:

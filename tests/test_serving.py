@@ -1,0 +1,195 @@
+"""Shipping a trained run: the `Embedder` (equal to the embed job), `jax-supcon-search` (equal to a
+brute-force ranking, cached gallery index, grid PNG) and `jax-supcon-export` (SavedModel and
+`jax.export` equal to the Embedder for two batch sizes), and their bad input."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny
+from PIL import Image
+
+from jax_supcon import parallel
+from jax_supcon.config import base_config
+from jax_supcon.data import sources
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny pretraining run (validated, so it keeps a `best`) with its embed job, and a tiny
+    supervised run with EMA weights."""
+    from configs import digits_ce, digits_supcon
+    from jax_supcon.jobs import embed, pretrain, supervised
+
+    root = tmp_path_factory.mktemp("serving")
+    mesh = parallel.create_mesh(jax.devices()[:2])
+    config = tiny(digits_supcon.get_config())
+    config.eval_every_steps = 2
+    pretrain.train_and_evaluate(config, str(root / "pre"), mesh=mesh)
+    embed_config = base_config()
+    embed_config.update(job="embed", pretrained_workdir=str(root / "pre"), eval_batch_size=64, plots=False)
+    embed_config.checkpoint = "best"
+    embed_config.data.image_size = 8
+    embed.train_and_evaluate(embed_config, str(root / "embed"), mesh=mesh)
+    ce = tiny(digits_ce.get_config())
+    ce.ema_decay = 0.9
+    supervised.train_and_evaluate(ce, str(root / "ce"), mesh=mesh)
+    return root
+
+
+def digits_test_images():
+    data = base_config().data
+    data.update(name="digits", image_size=8)
+    return sources.load_source(data, "test")
+
+
+def test_import_jax_supcon_stays_light_and_gives_the_embedder_on_demand():
+    code = (
+        "import sys, jax_supcon; assert 'tensorflow' not in sys.modules and 'jax' not in sys.modules; "
+        "from jax_supcon import Embedder; print(Embedder.__name__)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "Embedder\n"
+    )
+
+
+def test_the_embedder_gives_the_embed_jobs_numbers(runs):
+    from jax_supcon import Embedder
+
+    embedder = Embedder.from_workdir(str(runs / "pre"))  # default: the run's best checkpoint, as embed's
+    with open(runs / "embed" / "pretrained.json") as f:
+        assert embedder.step == json.load(f)["step"]
+    expected = np.load(runs / "embed" / "embeddings_test.npz")
+    test = digits_test_images()
+    for batch_size in (64, 100):  # batches that are and are not a multiple of the 8 devices
+        out = embedder.embed(test.images, batch_size=batch_size)
+        assert set(out) == {"encoder", "projection"}
+        np.testing.assert_allclose(out["encoder"], expected["encoder"], atol=1e-5)
+        np.testing.assert_allclose(out["projection"], expected["projection"], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(out["projection"], axis=1), 1.0, rtol=1e-5)
+    three = embedder.embed(test.images[:3])
+    np.testing.assert_allclose(three["encoder"], expected["encoder"][:3], atol=1e-5)
+    larger = np.repeat(np.repeat(test.images[:2], 2, axis=1), 2, axis=2)  # 16x16: resized to the run's 8x8
+    assert embedder.embed(larger)["encoder"].shape == (2, expected["encoder"].shape[1])
+
+
+def test_the_embedder_restores_supervised_runs_their_ema_and_reads_files(runs, tmp_path):
+    from jax_supcon import Embedder
+
+    trained = Embedder.from_workdir(str(runs / "ce"), checkpoint="latest")
+    averaged = Embedder.from_workdir(str(runs / "ce"), use_ema=True)
+    images = digits_test_images().images[:5]
+    out, ema = trained.embed(images), averaged.embed(images)
+    assert set(out) == {"encoder"} and out["encoder"].shape[0] == 5
+    assert not np.allclose(out["encoder"], ema["encoder"])
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.repeat(np.repeat(image, 4, 0), 4, 1)).save(paths[-1])
+    assert trained.embed(paths)["encoder"].shape == (5, out["encoder"].shape[1])
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=re.escape(f"cannot decode image {str(tmp_path / 'broken.png')!r}")):
+        trained.embed([str(tmp_path / "broken.png")])
+    with pytest.raises(ValueError, match=r"images must be uint8 \[N, H, W, 3\]"):
+        trained.embed(images.astype(np.float32))
+    with pytest.raises(ValueError, match="kept no EMA weights"):
+        Embedder.from_workdir(str(runs / "pre"), use_ema=True)
+    with pytest.raises(ValueError, match="holds a 'embed' run; an Embedder restores one of"):
+        Embedder.from_workdir(str(runs / "embed"))
+
+
+def write_class_folders(root, images, labels):
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        os.makedirs(root / str(label), exist_ok=True)
+        Image.fromarray(image).save(root / str(label) / f"{i:04d}.png")
+
+
+def test_search_ranks_like_brute_force_caches_the_gallery_and_draws_the_grid(runs, tmp_path):
+    from jax_supcon import Embedder
+    from jax_supcon.cli import search
+
+    test = digits_test_images()
+    write_class_folders(tmp_path / "gallery", test.images[20:], test.labels[20:])
+    write_class_folders(tmp_path / "queries", test.images[:20], test.labels[:20])
+    out = str(tmp_path / "out")
+    summary = search.search(str(runs / "pre"), str(tmp_path / "gallery"), str(tmp_path / "queries"), k=4, out=out)
+    assert not summary["gallery_index_cached"] and os.path.exists(os.path.join(out, "grid.png"))
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)["results"]
+    embedder = Embedder.from_workdir(str(runs / "pre"))
+    gallery_paths, _ = search.list_images(str(tmp_path / "gallery"), "gallery")
+    gallery = embedder.embed(gallery_paths)["encoder"]
+    queries = embedder.embed([r["query"] for r in results])["encoder"]
+    unit_g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    unit_q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    for row, result in enumerate(results):
+        order = np.argsort(-(unit_g @ unit_q[row]), kind="stable")[:4]
+        assert result["neighbours"] == [gallery_paths[i] for i in order]
+        assert result["label"] == result["query"].split(os.sep)[-2]
+    hits = np.mean([r["neighbour_labels"][0] == r["label"] for r in results])
+    assert summary["precision_at_1"] == pytest.approx(hits)
+    again = search.search(str(runs / "pre"), str(tmp_path / "gallery"), str(tmp_path / "queries"), k=4, out=out)
+    assert again["gallery_index_cached"]
+    os.utime(gallery_paths[0], ns=(1, 1))  # a gallery file changed: the index is rebuilt
+    assert not search.search(str(runs / "pre"), str(tmp_path / "gallery"), str(tmp_path / "queries"), out=out)[
+        "gallery_index_cached"
+    ]
+
+
+def test_search_of_an_empty_gallery_is_a_one_line_error_and_exit_2(runs, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jax_supcon.search",
+            f"--workdir={runs / 'pre'}",
+            f"--gallery={tmp_path / 'empty'}",
+            f"--queries={tmp_path / 'empty'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"jax-supcon-search: error: --gallery={str(tmp_path / 'empty')!r} has no images "
+        "(.jpg, .jpeg, .png, .gif, .bmp, .webp)"
+    )
+    assert not os.path.exists(runs / "pre" / "search")
+
+
+def test_export_gives_the_embedders_numbers_from_the_saved_model_and_the_jax_export(runs, tmp_path):
+    import tensorflow as tf
+    from jax import export as jax_export
+
+    from jax_supcon import Embedder
+    from jax_supcon.cli import export
+
+    out = str(tmp_path / "export")
+    info = export.export(str(runs / "pre"), out)
+    assert (
+        info["saved_model_bytes"] > 0 and info["jax_export_bytes"] > 0 and info["outputs"] == ["encoder", "projection"]
+    )
+    embedder = Embedder.from_workdir(str(runs / "pre"))
+    served = tf.saved_model.load(os.path.join(out, "saved_model")).signatures["serving_default"]
+    with open(os.path.join(out, "embedder.jax_export"), "rb") as f:
+        exported = jax_export.deserialize(f.read())
+    images = digits_test_images().images
+    for count in (3, 40):
+        expected = embedder.embed(images[:count])
+        from_tf = served(images=tf.constant(images[:count]))
+        from_jax = exported.call(images[:count])
+        for name in ("encoder", "projection"):
+            np.testing.assert_allclose(from_tf[name].numpy(), expected[name], atol=1e-4)
+            np.testing.assert_allclose(np.asarray(from_jax[name]), expected[name], atol=1e-4)
+    with pytest.raises(ValueError, match="exists and is not an empty folder; nothing is overwritten"):
+        export.export(str(runs / "pre"), out)
