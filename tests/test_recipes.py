@@ -10,7 +10,7 @@ import pytest
 
 from jax_supcon import optim, parallel
 from jax_supcon.config import validate_config
-from jax_supcon.jobs import linear_eval, pretrain, supervised
+from jax_supcon.jobs import finetune, linear_eval, pretrain, supervised
 
 PRETRAIN = [
     ("cifar_supcon", "cifar10"),
@@ -119,6 +119,19 @@ def test_smoke_linear_evaluation_on_a_smoke_pretraining(stage_one, stage_two, tm
     config.pretrained_workdir = str(tmp_path / "one")
     summary = linear_eval.train_and_evaluate(config, str(tmp_path / "two"), mesh=mesh)
     assert summary["test_examples"] == 32 and 0 <= summary["test_top1"] <= 1
+
+
+def test_smoke_semi_supervised_finetuning_on_a_smoke_pretraining(tmp_path):
+    mesh = parallel.create_mesh(jax.devices()[:2])
+    pretrain.train_and_evaluate(recipe("imagenet_supcon", "simclr,smoke"), str(tmp_path / "one"), mesh=mesh)
+    config = recipe("imagenet_finetune", "10pct,smoke")
+    assert config.job == "finetune"
+    config.pretrained_workdir = str(tmp_path / "one")
+    summary = finetune.train_and_evaluate(config, str(tmp_path / "two"), mesh=mesh)
+    assert summary["steps"] == 2 and 0 <= summary["test_top1"] <= summary["test_top5"] <= 1
+    full = recipe("imagenet_finetune", "1pct")
+    assert (full.data.name, full.total_epochs, full.optimizer.name) == ("imagenet2012_subset/1pct", 60.0, "lars")
+    assert math.isclose(optim.peak_learning_rate(full.optimizer, 4096), 0.8)  # 0.05 x 4096 / 256
 
 
 def test_cross_entropy_recipe_smoke_reports_top1_and_top5(tmp_path):

@@ -1,7 +1,8 @@
-"""The command-line tools: `jax-supcon` (`main`), `jax-supcon-average`, `jax-supcon-preview` and
-`jax-supcon-bench`, each also `python -m jax_supcon.NAME`. What they share lives here: the
-platform setup every entry point applies first, `--help` that says what the tool does, and the
-one path from a user's mistake to a one-line error and exit code 2."""
+"""The command-line tools: `jax-supcon` (`main`), `jax-supcon-average`, `jax-supcon-preview`,
+`jax-supcon-bench`, `jax-supcon-search` and `jax-supcon-export`, each also `python -m
+jax_supcon.NAME`. What they share lives here: the platform setup every entry point applies
+first, `--help` that says what the tool does, and the one path from a user's mistake to a
+one-line error and exit code 2."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from collections.abc import Callable, Iterator
 HELP_FLAGS = ("-h", "--help", "-?", "--helpshort")
 CONFIGS_NOTE = (
     "Configs are Python files with get_config(): configs/ in the jax_supcon repository holds the\n"
-    "digits demo (digits_supcon.py, digits_linear.py, digits_ce.py, digits_embed.py) and the paper\n"
+    "digits demo (digits_supcon.py, digits_linear.py, digits_ce.py, digits_embed.py,\n"
+    "digits_finetune.py), the open-set ones (digits_openset.py, mnist5k_openset.py) and the paper\n"
     "recipes (cifar_supcon.py, cifar_linear.py, cifar_ce.py, solo_cifar_resnet18.py,\n"
-    "imagenet_supcon.py, imagenet_linear.py), each with a ',smoke' variant (configs/x.py:ARG,smoke).\n"
+    "imagenet_supcon.py, imagenet_linear.py, imagenet_finetune.py, metric_learning.py), each with\n"
+    "a ',smoke' variant (configs/x.py:ARG,smoke).\n"
     "Any value can be overridden: --config.batch_size=4096 --config.optimizer.learning_rate=0.3."
 )
 
