@@ -15,9 +15,9 @@ ResNet-50 (ImageNet stem) at 224 px, a linear 512-d embedding head, SupCon (T=0.
 class-balanced batches of 32 classes x 4 images (SOP: 64 x 2), crops and flips only. Switch the
 loss with `--config.loss.name=multi_similarity` (or `triplet` with `loss.mining=semi_hard`).
 
-Published targets start from ImageNet weights; this recipe can only start from random ones
-until the pretrained-weights issue (`model.init_from`) lands, so expect far less from it until
-then. Multi-Similarity (Wang et al. 2019, BN-Inception, ImageNet-pretrained, 512-d) reports
+Published targets start from ImageNet weights: pass a torchvision/timm ResNet-50 state dict
+with `--config.model.init_from=FILE` (README, "Starting from pretrained weights"); from random
+weights expect far less. Multi-Similarity (Wang et al. 2019, BN-Inception, ImageNet-pretrained, 512-d) reports
 Recall@1 65.7 on CUB, 84.1 on Cars and 78.2 on SOP.
 
 Append `,smoke` for a seconds-long run on synthetic data with the same protocol (half the

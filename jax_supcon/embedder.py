@@ -93,7 +93,7 @@ class Embedder:
         if use_ema and not state.get("ema"):
             raise ValueError(f"use_ema=True, but the run in {workdir!r} kept no EMA weights (its ema_decay is 0)")
         chosen = state["ema"] if use_ema else state
-        variables = {"params": chosen["params"], "batch_stats": chosen["batch_stats"]}
+        variables = {"params": chosen["params"], "batch_stats": chosen.get("batch_stats", {})}
         return cls(config, variables, step=step, mesh=mesh)
 
     def embed(self, images: np.ndarray | Sequence[str], batch_size: int = 256) -> dict[str, np.ndarray]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
@@ -72,9 +74,62 @@ def create_schedule(
     return optax.join_schedules([warmup, after], [warmup_steps])
 
 
+def _leaf_name(path) -> str:
+    return str(getattr(path[-1], "key", path[-1]))
+
+
 def _decay_mask(params):
-    """Weight decay on kernels only, not on biases or BatchNorm scales (rank <= 1)."""
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+    """Weight decay (and LARS's trust ratio) on the kernels of dense and convolution layers only,
+    chosen by parameter name: not on biases, norm scales and offsets, position embeddings or the
+    class token (ViT recipes; for a ResNet the same set as the rank > 1 rule)."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) == "kernel", params)
+
+
+def vit_layer_ids(params, depth: int):
+    """Each parameter's layer for layer-wise learning-rate decay (BEiT, MAE): 0 for the ViT
+    encoder's embeddings (`patch_embed`, `pos_embedding`, `cls_token`), i + 1 for its block i
+    (a vector 1..depth for the stacked `blocks` of a scanned encoder), depth + 1 for everything
+    after (final norm, classifier, head)."""
+
+    def layer(path, leaf):
+        keys = [str(getattr(k, "key", k)) for k in path]
+        if "encoder" not in keys[:1]:
+            return depth + 1
+        part = keys[1]
+        if part in ("patch_embed", "pos_embedding", "cls_token"):
+            return 0
+        if part == "blocks":
+            return np.arange(1, depth + 1).reshape((depth,) + (1,) * (leaf.ndim - 1))
+        if part.startswith("block"):
+            return int(part[len("block") :]) + 1
+        return depth + 1
+
+    return jax.tree_util.tree_map_with_path(layer, params)
+
+
+def encoder_depth(params) -> int:
+    """Blocks of the ViT encoder under `params["encoder"]` (0 when it has none: not a ViT)."""
+    encoder = params.get("encoder", {})
+    if "blocks" in encoder:
+        return int(jax.tree.leaves(encoder["blocks"])[0].shape[0])
+    return sum(1 for key in encoder if key.startswith("block") and key[len("block") :].isdigit())
+
+
+def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
+    """Layer-wise learning-rate decay: each update times `decay ** (depth + 1 - layer)` with
+    `vit_layer_ids`' layers, so the classifier keeps the full rate and each block below it
+    `decay` times the one above. Applied after the optimizer, like `scale_subtree`."""
+
+    def update(updates, state, params=None):
+        del params
+        depth = encoder_depth(updates)
+        if not depth:
+            raise ValueError(f"optimizer.layer_decay={decay} needs a ViT encoder (model.name vit_*)")
+        layers = vit_layer_ids(updates, depth)
+        scaled = jax.tree.map(lambda u, layer: u * jnp.asarray(decay ** (depth + 1 - layer), u.dtype), updates, layers)
+        return scaled, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def create_optimizer(
@@ -136,6 +191,8 @@ def validate_optimizer_config(opt: ml_collections.ConfigDict) -> None:
         )
     if opt.clip_grad_norm is not None and not opt.clip_grad_norm > 0:
         raise ValueError(f"optimizer.clip_grad_norm={opt.clip_grad_norm} must be > 0 (or unset: no clipping)")
+    if not 0 < opt.get("layer_decay", 1.0) <= 1:
+        raise ValueError(f"optimizer.layer_decay={opt.layer_decay} must be in (0, 1] (1: off)")
     if not opt.get("encoder_lr_multiplier", 1.0) >= 0:
         raise ValueError(f"optimizer.encoder_lr_multiplier={opt.encoder_lr_multiplier} must be >= 0 (0: frozen)")
     if not 0 <= opt.decay_rate <= 1:

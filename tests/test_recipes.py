@@ -23,6 +23,10 @@ PRETRAIN = [
     ("imagenet_supcon", "supcon_queue"),
     ("metric_learning", "cub"),
     ("metric_learning", "sop"),
+    ("imagenet_vit", "vit_small"),
+    ("imagenet_vit", "vit_base,supcon"),
+    ("cifar_vit", "cifar10"),
+    ("cifar_vit", "cifar100,simclr"),
 ]
 
 
@@ -82,6 +86,26 @@ def test_recipes_keep_the_papers_settings():
     assert (solo.optimizer.lars_trust_coefficient, solo.model.hidden_dim, solo.loss.temperature) == (0.02, 2048, 0.2)
     with pytest.raises(ValueError, match="config argument 'cifar11'"):
         recipe("cifar_linear", "cifar11")
+    vit_s = recipe("imagenet_vit", "vit_small")  # MoCo v3's ViT settings, its SimCLR baseline
+    assert (vit_s.model.name, vit_s.model.patch_size, vit_s.batch_size, vit_s.total_epochs) == (
+        "vit_small",
+        16,
+        4096,
+        300.0,
+    )
+    assert (vit_s.loss.name, vit_s.loss.temperature, vit_s.optimizer.name, vit_s.optimizer.weight_decay) == (
+        "simclr",
+        0.2,
+        "adamw",
+        0.1,
+    )
+    assert math.isclose(optim.peak_learning_rate(vit_s.optimizer, 4096), 2.4e-3)  # 1.5e-4 x 4096 / 256
+    assert recipe("imagenet_vit", "vit_base,supcon").loss.name == "supcon"
+    cifar_vit = recipe("cifar_vit", "cifar100")
+    assert (cifar_vit.model.name, cifar_vit.model.patch_size, cifar_vit.data.image_size) == ("vit_small", 4, 32)
+    assert recipe("cifar_vit", "cifar10,smoke").model.name == "vit_micro"
+    with pytest.raises(ValueError, match="config argument 'vit_huge'"):
+        recipe("imagenet_vit", "vit_huge")
 
 
 @pytest.mark.parametrize("name, arg", PRETRAIN, ids=[f"{n}:{a}" for n, a in PRETRAIN])

@@ -158,6 +158,7 @@ def test_cli_runs_a_config_with_overrides_and_resumes_it(tmp_path):
 
 SUPCON = "--config=configs/digits_supcon.py"
 LINEAR = "--config=configs/digits_linear.py"
+VIT = "--config=configs/digits_vit.py"
 BAD_INPUTS = [  # (config file, override, the one line on stderr after "jax-supcon: error: ")
     (SUPCON, "--config.batch_size=0", "batch_size=0 must be > 0"),
     (SUPCON, "--config.batch_size=255", "batch_size=255 must be a positive multiple of the device count (2)"),
@@ -190,6 +191,15 @@ BAD_INPUTS = [  # (config file, override, the one line on stderr after "jax-supc
     (SUPCON, "--config.model.momentum=1.0", "model.momentum=1.0 must be in [0, 1) (0: no momentum encoder)"),
     (SUPCON, "--config.eval_with_ema=True", "eval_with_ema=True needs ema_decay > 0"),
     (SUPCON, "--config.total_steps=0", "the run must have > 0 steps, got 0"),
+    (
+        VIT,
+        "--config.data.image_size=18",
+        "data.image_size=18 is not divisible by model.patch_size=4; use a multiple of 4",
+    ),
+    (VIT, "--config.model.num_heads=5", "model.name='vit_tiny' (width 192): 5 heads do not divide the width 192"),
+    (VIT, "--config.model.pool=max", "model.pool='max'; allowed: ('cls', 'gap')"),
+    (VIT, "--config.model.drop_path=1.0", "model.drop_path=1.0 must be in [0, 1)"),
+    (SUPCON, "--config.optimizer.layer_decay=0.7", "optimizer.layer_decay=0.7 applies to end-to-end training"),
     ("--config=configs/nope.py", "--config.seed=1", "cannot load --config: [Errno 2] No such file or directory"),
     (LINEAR, "--config.seed=1", "linear_eval needs --config.pretrained_workdir=DIR (a stage-1 workdir)"),
     (LINEAR, "--config.pretrained_workdir=/no/such", "pretrained_workdir='/no/such' does not exist"),

@@ -36,7 +36,10 @@ view, loss, optimizer update; state donated), compiled once and timed per step w
 sync (`step_time_s` is the median after 2 warm-up steps). By default it reuses one random batch
 already on the devices, so it measures compute; `--pipeline` feeds it from the config's input
 pipeline instead. FLOPs are XLA's cost analysis of the compiled step (the program of one device
-times the number of devices); MFU is achieved FLOP/s over `--peak_tflops` per device.
+times the number of devices); for a ViT, `model_tflop_per_step` is also the analytic count
+(`models.vit.forward_flops`: 2 x matrix parameters x tokens plus attention, x3 for the backward
+pass), which XLA's agrees with to a few percent. MFU is model FLOP/s (a ViT's analytic count,
+otherwise XLA's) over `--peak_tflops` per device.
 """
 
 from __future__ import annotations
@@ -351,7 +354,7 @@ def step_benchmark(config, *, steps: int, pipeline: bool = False, peak_tflops: f
 
     import jax
 
-    from jax_supcon import parallel
+    from jax_supcon import models, parallel
     from jax_supcon.config import validate_config
     from jax_supcon.jobs.pretrain import pretrain_step
     from jax_supcon.train import inputs, pretrained
@@ -399,7 +402,7 @@ def step_benchmark(config, *, steps: int, pipeline: bool = False, peak_tflops: f
     memory = compiled.memory_analysis()
     record = {
         "bench": "step",
-        "model": f"{config.model.name} w{config.model.width} {config.model.stem} {config.model.dtype}",
+        "model": _model_name(config.model),
         "loss": config.loss.name,
         "recipe": config.augment.recipe,
         "image_size": config.data.image_size,
@@ -422,9 +425,19 @@ def step_benchmark(config, *, steps: int, pipeline: bool = False, peak_tflops: f
         "device": jax.devices()[0].device_kind,
         "huge_pages": cpu.huge_pages_requested(),
     }
-    if peak_tflops:
-        record["mfu"] = _significant(flops / median / 1e12 / (peak_tflops * mesh.size))
+    model_flops = flops
+    if models.is_vit(config.model):  # forward + backward (2x forward) of every view, analytically
+        model_flops = 3 * views * models.vit.forward_flops(model.encoder, config.data.image_size)
+        record["model_tflop_per_step"] = _significant(model_flops / 1e12)
+    if peak_tflops:  # model FLOPs (ViT: the analytic count, which a remat's recomputation does not inflate)
+        record["mfu"] = _significant(model_flops / median / 1e12 / (peak_tflops * mesh.size))
     return record
+
+
+def _model_name(model) -> str:
+    if model.name.startswith("vit_"):
+        return f"{model.name} patch{model.patch_size} {model.pool} {model.dtype}"
+    return f"{model.name} w{model.width} {model.stem} {model.dtype}"
 
 
 def _json(record: dict) -> str:

@@ -86,6 +86,19 @@ def base_config() -> ml_collections.ConfigDict:
     # from (pretrain, supervised); "" random. See jax_supcon/models/weights.py.
     config.model.init_from = ""
     config.model.momentum = 0.0  # > 0: a momentum encoder (MoCo) computes the keys and the queue's entries
+    # Vision Transformers (model.name vit_*): patch size (16 at 224 px; 4 or 2 for 32 px and
+    # smaller), pooling (cls: the class token; gap: mean of the patch tokens), stochastic depth of
+    # the last block (linear from 0), dropout, head count (0: the architecture's), and nn.scan over
+    # the blocks (one compiled block: faster compiles for deep models). pos_image_size: the image
+    # size the position embeddings are made for (0: data.image_size, recorded by the run); other
+    # sizes interpolate them.
+    config.model.patch_size = 16
+    config.model.pool = "cls"
+    config.model.drop_path = 0.0
+    config.model.dropout = 0.0
+    config.model.num_heads = 0
+    config.model.scan = False
+    config.model.pos_image_size = 0
 
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "supcon"
@@ -118,6 +131,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.decay_boundaries = (0.7, 0.8, 0.9)  # step: fractions of the run (SupContrast: 700,800,900/1000)
     config.optimizer.decay_rate = 0.1  # step: the learning rate is multiplied by this at each boundary
     config.optimizer.encoder_lr_multiplier = 1.0  # finetune: the encoder's learning rate over the classifier's
+    # finetune/supervised with a ViT: layer-wise learning-rate decay, block i of d at
+    # layer_decay ** (d - i) times the classifier's rate, the embeddings at layer_decay ** (d + 1); 1: off
+    config.optimizer.layer_decay = 1.0
     config.optimizer.clip_grad_norm = placeholder(float)  # clip gradients to this global norm; None: no clipping
     config.optimizer.warmup_steps = placeholder(int)  # or warmup_epochs
     config.optimizer.warmup_epochs = 0.0

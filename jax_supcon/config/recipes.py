@@ -44,7 +44,7 @@ def parse_recipe_arg(arg: str | None, choices: tuple[str, ...]) -> tuple[str, bo
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Shrink a recipe to a seconds-long run on synthetic data: a tiny ResNet at 16x16, batch 16,
+    """Shrink a recipe to a seconds-long run on synthetic data: a tiny ResNet (or ViT) at 16x16, batch 16,
     two steps, no validation or plots. The loss, optimizer, schedule and augmentation stay the recipe's."""
     num_classes = config.data.num_classes or {"cifar100": 100, "imagenet2012": 1000}.get(config.data.name, 10)
     config.data.name = "synthetic"
@@ -52,8 +52,12 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.data.num_classes = num_classes
     config.data.num_train_examples = 64
     config.data.num_eval_examples = 32
-    config.model.name = "resnet_tiny"
-    config.model.width = 0.125
+    if config.model.name.startswith("vit_"):  # the same family, two blocks of width 64 on 4 x 4 patches
+        config.model.name = "vit_micro"
+        config.model.patch_size = 4
+    else:
+        config.model.name = "resnet_tiny"
+        config.model.width = 0.125
     config.model.dtype = "float32"
     config.batch_size = 16
     config.eval_batch_size = 32

@@ -58,7 +58,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     losses.validate_loss_config(config.loss)
     if not 0 <= config.label_smoothing < 1:
         raise ValueError(f"label_smoothing={config.label_smoothing} must be in [0, 1)")
-    models.validate_model_config(config.model)
+    models.validate_model_config(config.model, config.data.image_size)
     optim.validate_optimizer_config(config.optimizer)
     validation.validate_validation_config(config)
     if config.checkpoint not in ("latest", "best") and not str(config.checkpoint).isdigit():
@@ -78,5 +78,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     sources.validate_data_config(config.data, config.batch_size)
     classes.check_spec_syntax(config.data.train_classes)
     recipes.validate_augment_config(config.augment)
+    if config.optimizer.layer_decay != 1.0 and config.job not in ("finetune", "supervised"):
+        raise ValueError(
+            f"optimizer.layer_decay={config.optimizer.layer_decay} applies to end-to-end training "
+            f"(job finetune or supervised), not job={config.job!r}; leave it at 1.0"
+        )
     if config.job in ("linear_eval", "embed") and not config.pretrained_workdir:
         raise ValueError(f"{config.job} needs --config.pretrained_workdir=DIR (a stage-1 workdir)")

@@ -24,6 +24,7 @@ from jax_supcon.train.state import (
     TrainState,
     abstract_state,
     apply_gradients,
+    dropout_rngs,
     jit_train_step,
     restore_or_init,
     state_shardings,
@@ -67,9 +68,14 @@ def momentum_step(state: TrainState, model: models.ContrastiveModel, inputs: jax
     gradient) and its new variables."""
     params = optax.incremental_update(state.params, state.momentum["params"], 1.0 - rate)
     keys, updated = model.apply(
-        {"params": params, "batch_stats": state.momentum["batch_stats"]}, inputs, train=True, mutable=["batch_stats"]
+        {"params": params, "batch_stats": state.momentum["batch_stats"]},
+        inputs,
+        train=True,
+        mutable=["batch_stats"],
+        rngs=dropout_rngs(state, stream=1),
     )
-    return {"keys": jax.lax.stop_gradient(keys), "variables": {"params": params, "batch_stats": updated["batch_stats"]}}
+    batch_stats = updated.get("batch_stats", {})
+    return {"keys": jax.lax.stop_gradient(keys), "variables": {"params": params, "batch_stats": batch_stats}}
 
 
 def pretrain_step(
@@ -109,6 +115,7 @@ def pretrain_step(
             train=True,
             mutable=["batch_stats"],
             method=model.with_probe,
+            rngs=dropout_rngs(state),
         )
         z = z.reshape(batch_size, num_views, -1)
         loss = contrastive_loss(z, batch["label"], config.loss, mesh, contrast)
@@ -119,7 +126,7 @@ def pretrain_step(
                 "probe_loss": losses.cross_entropy_loss(probe_logits, labels),
                 "probe_top1": jnp.mean(jnp.argmax(probe_logits, -1) == labels),
             }
-        return loss + probe.get("probe_loss", 0.0), (loss, probe, updated["batch_stats"], z)
+        return loss + probe.get("probe_loss", 0.0), (loss, probe, updated.get("batch_stats", {}), z)
 
     (_, (loss, probe, batch_stats, z)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = apply_gradients(state, grads, tx, batch_stats=batch_stats, ema_decay=config.ema_decay)

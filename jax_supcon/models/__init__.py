@@ -1,4 +1,4 @@
-"""Flax linen models: ResNet encoders, projection heads, linear classifier."""
+"""Flax linen models: ResNet and Vision Transformer encoders, projection heads, linear classifier."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ from jax_supcon.models.heads import (
     SupervisedModel,
     l2_normalize,
 )
-from jax_supcon.models.resnet import ARCHITECTURES, STEMS, ResNet, create_resnet
+from jax_supcon.models.resnet import ARCHITECTURES as RESNET_ARCHITECTURES
+from jax_supcon.models.resnet import STEMS, ResNet, create_resnet
+from jax_supcon.models.vit import POOLS, VIT_ARCHITECTURES, VisionTransformer, check_vit_options, create_vit
+
+ARCHITECTURES = {**RESNET_ARCHITECTURES, **VIT_ARCHITECTURES}
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -27,16 +31,45 @@ def compute_dtype(name: str):
     return DTYPES[name]
 
 
-def create_encoder(model_config: ml_collections.ConfigDict, *, cpu_convolutions: bool | None = None) -> ResNet:
-    """The encoder named by `config.model` (name, width, stem, dtype, remat). `cpu_convolutions`
+def is_vit(model_config: ml_collections.ConfigDict) -> bool:
+    """Whether `model.name` names a Vision Transformer."""
+    return model_config.name in VIT_ARCHITECTURES
+
+
+def position_grid(model_config: ml_collections.ConfigDict) -> int | None:
+    """The patch grid a ViT's position embeddings are made for (`model.pos_image_size` / patch
+    size), None when not recorded yet (then: the grid of the images it is created with)."""
+    size = model_config.get("pos_image_size", 0)
+    return size // model_config.patch_size if size else None
+
+
+def create_encoder(
+    model_config: ml_collections.ConfigDict, *, cpu_convolutions: bool | None = None
+) -> ResNet | VisionTransformer:
+    """The encoder named by `config.model`: a ResNet (name, width, stem, dtype, remat) or a ViT
+    (name, patch_size, pool, num_heads, drop_path, dropout, dtype, remat, scan). `cpu_convolutions`
     None: as `jax_supcon.platform` decided for this process (see `platform.cpu_convolutions`)."""
+    dtype = compute_dtype(model_config.get("dtype", "float32"))
+    if is_vit(model_config):
+        return create_vit(
+            model_config.name,
+            patch_size=model_config.patch_size,
+            pool=model_config.pool,
+            pos_grid=position_grid(model_config),
+            drop_path=model_config.drop_path,
+            dropout=model_config.dropout,
+            dtype=dtype,
+            remat=model_config.get("remat", False),
+            scan=model_config.scan,
+            num_heads=model_config.num_heads or None,
+        )
     if cpu_convolutions is None:
         cpu_convolutions = platform.cpu_convolutions()
     return create_resnet(
         model_config.name,
         width=model_config.width,
         stem=model_config.stem,
-        dtype=compute_dtype(model_config.get("dtype", "float32")),
+        dtype=dtype,
         remat=model_config.get("remat", False),
         cpu_convolutions=cpu_convolutions,
     )
@@ -55,8 +88,9 @@ def create_contrastive_model(model_config: ml_collections.ConfigDict, probe_clas
     return ContrastiveModel(encoder=encoder, head=head, probe_classes=probe_classes)
 
 
-def validate_model_config(model: ml_collections.ConfigDict) -> None:
-    """One-line errors for a bad `config.model` section, before anything is built."""
+def validate_model_config(model: ml_collections.ConfigDict, image_size: int | None = None) -> None:
+    """One-line errors for a bad `config.model` section (and a ViT's `image_size`, when given),
+    before anything is built."""
     for key, allowed in (
         ("name", tuple(sorted(ARCHITECTURES))),
         ("stem", STEMS),
@@ -65,24 +99,47 @@ def validate_model_config(model: ml_collections.ConfigDict) -> None:
     ):
         if model[key] not in allowed:
             raise ValueError(f"model.{key}={model[key]!r}; allowed: {allowed}")
-    if not isinstance(model.get("remat", False), bool):
-        raise ValueError(f"model.remat={model.remat!r}; allowed: True, False")
+    for key in ("remat", "scan"):
+        if not isinstance(model.get(key, False), bool):
+            raise ValueError(f"model.{key}={model[key]!r}; allowed: True, False")
     if not model.width > 0 or model.proj_dim < 1:
         raise ValueError(f"model.width={model.width} must be > 0 and model.proj_dim={model.proj_dim} >= 1")
+    for key in ("drop_path", "dropout"):
+        if not 0 <= model.get(key, 0.0) < 1:
+            raise ValueError(f"model.{key}={model[key]} must be in [0, 1)")
+    if is_vit(model):
+        width, _, heads = VIT_ARCHITECTURES[model.name]
+        if not (isinstance(model.num_heads, int) and model.num_heads >= 0):
+            raise ValueError(f"model.num_heads={model.num_heads!r} must be an integer >= 0 (0: {model.name}'s {heads})")
+        check_vit_options(
+            f"model.name={model.name!r} (width {width})",
+            width=width,
+            heads=model.num_heads or heads,
+            patch_size=model.patch_size,
+            pool=model.pool,
+            image_size=image_size,
+        )
+        if model.get("init_from", ""):
+            raise ValueError(f"model.init_from={model.init_from!r}: weight import reads ResNets only, not {model.name}")
     weights.check_init_from(model.get("init_from", ""))
 
 
 __all__ = [
     "ARCHITECTURES",
+    "POOLS",
     "ContrastiveModel",
     "LinearClassifier",
     "ProjectionHead",
     "ResNet",
     "SupervisedModel",
+    "VIT_ARCHITECTURES",
+    "VisionTransformer",
     "compute_dtype",
     "create_contrastive_model",
     "create_encoder",
     "create_resnet",
+    "create_vit",
+    "is_vit",
     "l2_normalize",
     "validate_model_config",
 ]

@@ -24,6 +24,7 @@ from jax_supcon.train import workdir as run_dir
 from jax_supcon.train.state import (
     abstract_state,
     apply_gradients,
+    dropout_rngs,
     init_state_fn,
     jit_train_step,
     restore_or_init,
@@ -38,10 +39,14 @@ def supervised_step(state, batch, *, model, tx, schedule, config):
 
     def loss_fn(params):
         logits, updated = model.apply(
-            {"params": params, "batch_stats": state.batch_stats}, images, train=True, mutable=["batch_stats"]
+            {"params": params, "batch_stats": state.batch_stats},
+            images,
+            train=True,
+            mutable=["batch_stats"],
+            rngs=dropout_rngs(state),
         )
         loss = losses.cross_entropy_loss(logits, batch["label"], label_smoothing=config.label_smoothing)
-        return loss, (logits, updated["batch_stats"])
+        return loss, (logits, updated.get("batch_stats", {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = apply_gradients(state, grads, tx, batch_stats=batch_stats, ema_decay=config.ema_decay)
@@ -68,12 +73,19 @@ def train_end_to_end(
     encoder's updates are scaled by `encoder_lr_multiplier`, and `before_start()` runs once the
     config is recorded (a stage-2 run writes its pin there)."""
     mesh, train_source, total_steps = data.mesh, data.train, data.total_steps
+    if config.optimizer.layer_decay != 1.0 and not models.is_vit(config.model):
+        raise ValueError(
+            f"optimizer.layer_decay={config.optimizer.layer_decay} needs a ViT encoder "
+            f"(model.name vit_*), not {config.model.name!r}; leave it at 1.0"
+        )
     model = models.SupervisedModel(
         encoder=models.create_encoder(config.model), classifier=models.LinearClassifier(train_source.num_classes)
     )
     tx, schedule = optim.create_optimizer(config.optimizer, total_steps, data.warmup_steps, config.batch_size)
     if encoder_lr_multiplier != 1.0:
         tx = optax.chain(tx, optim.scale_subtree("encoder", encoder_lr_multiplier))
+    if config.optimizer.layer_decay != 1.0:
+        tx = optax.chain(tx, optim.scale_by_layer_decay(config.optimizer.layer_decay))
     size = config.data.image_size
     init = init_state_fn(
         lambda rng: model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False),

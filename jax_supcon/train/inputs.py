@@ -11,7 +11,7 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
-from jax_supcon import parallel
+from jax_supcon import models, parallel
 from jax_supcon.config import resolve_steps, validate_config
 from jax_supcon.data import classes, pipeline, sources
 from jax_supcon.data.sources import Source
@@ -72,7 +72,8 @@ def record_data(
 ) -> ml_collections.ConfigDict:
     """A copy of `config` with what the data decided, for `config.json` and whoever restores the
     run: `data.num_classes` (the data set's, when unset), `data.class_ids` (the data set id of each
-    training label, when classes are held out) and `best_metric` ("auto" resolved)."""
+    training label, when classes are held out), `best_metric` ("auto" resolved) and, for a ViT,
+    `model.pos_image_size` (the size its position embeddings are made for)."""
     config = config.copy_and_resolve_references()
     with config.unlocked():
         if config.data.num_classes is None:
@@ -80,6 +81,8 @@ def record_data(
         if split is not None:
             config.data.class_ids = list(split.seen)
         config.best_metric = validation.resolve_best_metric(config.best_metric, open_set=split is not None)
+        if models.is_vit(config.model) and not config.model.pos_image_size:
+            config.model.pos_image_size = config.data.image_size
     return config
 
 

@@ -66,7 +66,7 @@ def encoder_importer(model_config: ml_collections.ConfigDict, target: train_stat
     path = model_config.get("init_from", "")
     if not path:
         return None
-    template = {"params": target.params["encoder"], "batch_stats": target.batch_stats["encoder"]}
+    template = {"params": target.params["encoder"], "batch_stats": target.batch_stats.get("encoder", {})}
     return lambda: weights.encoder_from_state_dict(weights.read_state_dict(path), template, source=path)
 
 
@@ -134,8 +134,12 @@ def write_pin(workdir: str, pin: dict | None) -> None:
 
 def inherit_pretrained(config: ml_collections.ConfigDict, pre_config: ml_collections.ConfigDict):
     """A copy of a stage-2 config with stage 1's model and input normalisation, so stage 2 sees
-    the images the encoder was trained on; a different image size is an error, not a silent change."""
-    if config.data.image_size != pre_config.data.image_size:
+    the images the encoder was trained on. A different image size is an error, not a silent
+    change, except for a ViT: its position embeddings are interpolated to the new patch grid."""
+    size = config.data.image_size
+    if models.is_vit(pre_config.model) and size != pre_config.data.image_size:
+        models.validate_model_config(pre_config.model, size)
+    elif size != pre_config.data.image_size:
         raise ValueError(
             f"data.image_size={config.data.image_size} differs from the pretrained run's "
             f"{pre_config.data.image_size}; set --config.data.image_size={pre_config.data.image_size}"
@@ -161,7 +165,7 @@ def pretrained_variables(state: train_state.TrainState, pre_config, use_ema: boo
 
 def encoder_variables(variables: dict[str, Any]) -> dict[str, Any]:
     """The encoder's part of stage-1 variables, head and probe dropped."""
-    return {"params": variables["params"]["encoder"], "batch_stats": variables["batch_stats"]["encoder"]}
+    return {"params": variables["params"]["encoder"], "batch_stats": variables["batch_stats"].get("encoder", {})}
 
 
 def restore_encoder(

@@ -46,6 +46,17 @@ class TrainState:
         return {"params": self.params, "batch_stats": self.batch_stats}
 
 
+DROPOUT_STREAM = 1 << 20  # folded into the step's key: the model's randomness apart from the augmentation's
+
+
+def dropout_rngs(state: TrainState, stream: int = 0) -> dict[str, jax.Array]:
+    """`rngs` for a training `model.apply`: the `dropout` key (dropout, stochastic depth) of this
+    step, a pure function of the run's key, the step and `stream` (one per forward pass of the
+    step), independent of the key the augmentation draws from."""
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), DROPOUT_STREAM + stream)
+    return {"dropout": key}
+
+
 def init_state_fn(
     init_variables: Callable[[jax.Array], Any],
     tx: optax.GradientTransformation,
@@ -152,7 +163,8 @@ def with_encoder(state: TrainState, encoder: dict[str, Any]) -> TrainState:
     def replaced(variables: dict[str, Any]) -> dict[str, Any]:
         out = dict(variables)
         for key in ("params", "batch_stats"):
-            out[key] = {**variables[key], "encoder": jax.tree.map(place, variables[key]["encoder"], encoder[key])}
+            if "encoder" in variables[key]:  # a ViT has no batch statistics
+                out[key] = {**variables[key], "encoder": jax.tree.map(place, variables[key]["encoder"], encoder[key])}
         return out
 
     trained = replaced({"params": state.params, "batch_stats": state.batch_stats})

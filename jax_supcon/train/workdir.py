@@ -156,9 +156,19 @@ def _as_json(config: ml_collections.ConfigDict) -> dict:
 # Keys added to a config section after runs were recorded without them, and the value that
 # means "as before" (the feature: off): an older run's config reads as if it had them.
 ADDED_KEYS = {
-    "model": {"momentum": 0.0, "init_from": ""},
+    "model": {
+        "momentum": 0.0,
+        "init_from": "",
+        "patch_size": 16,
+        "pool": "cls",
+        "drop_path": 0.0,
+        "dropout": 0.0,
+        "num_heads": 0,
+        "scan": False,
+        "pos_image_size": 0,
+    },
     "loss": {"queue_size": 0, "queue_views": "all"},
-    "optimizer": {"encoder_lr_multiplier": 1.0},
+    "optimizer": {"encoder_lr_multiplier": 1.0, "layer_decay": 1.0},
     "data": {"train_classes": "", "label_fraction": 1.0},
 }
 
