@@ -5,9 +5,6 @@ rules ViT recipes need (weight decay by parameter path, layer-wise learning-rate
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +15,6 @@ from scipy.special import erf
 
 from jax_supcon import models, optim, parallel
 from jax_supcon.models import vit
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # timm 1.0: sum(p.numel() for p in timm.create_model(f"{name}_patch16_224").parameters())
 TIMM_PARAMETERS = {"vit_tiny": 5_717_416, "vit_small": 22_050_664, "vit_base": 86_567_656, "vit_large": 304_326_632}
@@ -282,58 +277,39 @@ def test_layer_decay_scales_each_block_by_its_formula(scan):
 
 
 def test_vit_stage_one_then_linear_evaluation_and_fine_tuning_at_another_size(tmp_path):
-    """Through the CLI: a ViT pretraining at 8 px records the size its position embeddings are
-    made for; linear evaluation at 12 px and fine-tuning with layer decay restore it."""
-    common = ["--config.model.name=vit_micro", "--config.model.patch_size=4", "--config.total_steps=2"]
-    tiny_cli = [a for a in __import__("conftest").TINY_CLI if "model.name" not in a and "model.width" not in a]
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="2")
+    """A ViT pretraining at 8 px records the size its position embeddings are made for; linear
+    evaluation at 12 px and fine-tuning with layer decay restore it (the CLI path of stage 2 is
+    the same `train_and_evaluate`; its bad-input cases are in test_train.py)."""
+    from configs import digits_finetune, digits_linear, digits_supcon
+    from jax_supcon.jobs import finetune, linear_eval, pretrain
 
-    def run(*args):
-        result = subprocess.run(
-            [sys.executable, "-m", "jax_supcon.main", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        return json.loads(result.stdout[result.stdout.index("{") :])
-
+    mesh = parallel.create_mesh(jax.devices()[:2])
+    config = _vit_config(digits_supcon.get_config())
+    config.total_steps = 2
     pre = tmp_path / "pre"
-    run(
-        *tiny_cli, *common, "--config.optimizer.name=adamw", "--config.optimizer.learning_rate=1e-3", f"--workdir={pre}"
-    )
+    pretrain.train_and_evaluate(config, str(pre), mesh=mesh)
     saved = json.loads((pre / "config.json").read_text())
     assert saved["model"]["pos_image_size"] == 8 and saved["model"]["name"] == "vit_micro"
-    stage2 = ["--config.batch_size=16", "--config.eval_batch_size=64", "--config.plots=False", "--config.total_steps=2"]
-    linear = run(
-        "--config=configs/digits_linear.py",
-        *stage2,
-        "--config.data.image_size=12",
-        f"--config.pretrained_workdir={pre}",
-        f"--workdir={tmp_path / 'linear'}",
-    )
-    assert 0 <= linear["test_top1"] <= 1
-    finetune = run(
-        "--config=configs/digits_finetune.py",
-        *stage2,
-        "--config.data.image_size=12",
-        "--config.optimizer.layer_decay=0.65",
-        "--config.optimizer.warmup_steps=0",
-        f"--config.pretrained_workdir={pre}",
-        f"--workdir={tmp_path / 'finetune'}",
-    )
-    assert 0 <= finetune["test_top1"] <= 1
-    recorded = json.loads((tmp_path / "finetune" / "config.json").read_text())
-    assert recorded["model"]["pos_image_size"] == 8 and recorded["data"]["image_size"] == 12
+    for job, module, stage2 in ((linear_eval, digits_linear, {}), (finetune, digits_finetune, {"layer_decay": 0.65})):
+        config = tiny(module.get_config())
+        config.total_steps = 2
+        config.data.image_size = 12
+        config.pretrained_workdir = str(pre)
+        for key, value in stage2.items():
+            config.optimizer[key] = value
+        workdir = tmp_path / module.__name__.rpartition(".")[2]
+        summary = job.train_and_evaluate(config, str(workdir), mesh=mesh)
+        assert 0 <= summary["test_top1"] <= 1
+        recorded = json.loads((workdir / "config.json").read_text())
+        assert recorded["model"]["pos_image_size"] == 8 and recorded["data"]["image_size"] == 12
+    assert recorded["optimizer"]["layer_decay"] == 0.65
 
 
 @pytest.mark.parametrize("pool", vit.POOLS)
 def test_analytic_flops_agree_with_xla_cost_analysis(pool):
     """The step benchmark's MFU for a ViT uses `forward_flops`; XLA counts the same matrix and
     attention products plus the norms, softmax and GELU it leaves out (a few percent)."""
-    model = vit.create_vit("vit_tiny", patch_size=4, pool=pool)
+    model = vit.VisionTransformer(width=192, depth=2, num_heads=3, mlp_dim=768, patch_size=4, pool=pool)
     images = jnp.zeros((2, 32, 32, 3))
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images, train=False))
     compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, images).compile()
