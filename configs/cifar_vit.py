@@ -11,13 +11,13 @@ ResNet-50 recipe (configs/cifar_supcon.py: 96.0 / 76.5 top-1) at the same budget
 configs/cifar_linear.py.
 """
 
-from jax_supcon.config import augment_config, base_config, parse_recipe_arg, sibling, smoke
+from jax_supcon.config import augment_config, base_config, parse_recipe_arg, sibling, smoke, split_recipe_switches
 
 
 def get_config(arg: str | None = None):
-    parts = [p for p in (arg or "").split(",") if p]
-    simclr = "simclr" in parts
-    dataset, smoke_run = parse_recipe_arg(",".join(p for p in parts if p != "simclr") or None, ("cifar10", "cifar100"))
+    rest, switches = split_recipe_switches(arg, ("simclr",))
+    simclr = "simclr" in switches
+    dataset, smoke_run = parse_recipe_arg(rest, ("cifar10", "cifar100"))
     config = base_config()
     config.job = "pretrain"
     config.batch_size = 1024
@@ -35,12 +35,6 @@ def get_config(arg: str | None = None):
     config.loss.name = "simclr" if simclr else "supcon"
     config.loss.temperature = 0.5 if simclr else 0.1
     config.augment = augment_config("supcon_cifar")
-    config.optimizer.name = "adamw"
-    config.optimizer.learning_rate = 1.5e-4
-    config.optimizer.lr_scaling = "linear"
-    config.optimizer.weight_decay = 0.1
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_epochs = 40.0
-    config.optimizer.clip_grad_norm = 1.0
+    sibling(__file__, "imagenet_vit").moco_v3_optimizer(config)
     sibling(__file__, "datasets").cifar(config, dataset)
     return smoke(config) if smoke_run else config

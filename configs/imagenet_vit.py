@@ -22,13 +22,13 @@ the ResNet-50 recipe (configs/imagenet_supcon.py, 78.7). Evaluate with configs/i
 recipes do.
 """
 
-from jax_supcon.config import augment_config, base_config, parse_recipe_arg, sibling, smoke
+from jax_supcon.config import augment_config, base_config, parse_recipe_arg, sibling, smoke, split_recipe_switches
 
 
 def get_config(arg: str | None = None):
-    parts = [p for p in (arg or "").split(",") if p]
-    supcon = "supcon" in parts
-    size, smoke_run = parse_recipe_arg(",".join(p for p in parts if p != "supcon") or None, ("vit_small", "vit_base"))
+    rest, switches = split_recipe_switches(arg, ("supcon",))
+    supcon = "supcon" in switches
+    size, smoke_run = parse_recipe_arg(rest, ("vit_small", "vit_base"))
     config = base_config()
     config.job = "pretrain"
     config.log_every_steps = 100
@@ -47,6 +47,14 @@ def get_config(arg: str | None = None):
     config.loss.name = "supcon" if supcon else "simclr"
     config.loss.temperature = 0.1 if supcon else 0.2
     config.augment = augment_config("byol")
+    moco_v3_optimizer(config)
+    sibling(__file__, "datasets").imagenet(config)
+    return smoke(config) if smoke_run else config
+
+
+def moco_v3_optimizer(config):
+    """MoCo v3's ViT optimisation (also the CIFAR ViT recipe's): AdamW 1.5e-4 x batch/256, weight
+    decay 0.1 (kernels only), 40 warm-up epochs, cosine, gradients clipped at norm 1."""
     config.optimizer.name = "adamw"
     config.optimizer.learning_rate = 1.5e-4
     config.optimizer.lr_scaling = "linear"
@@ -54,5 +62,4 @@ def get_config(arg: str | None = None):
     config.optimizer.schedule = "cosine"
     config.optimizer.warmup_epochs = 40.0
     config.optimizer.clip_grad_norm = 1.0
-    sibling(__file__, "datasets").imagenet(config)
-    return smoke(config) if smoke_run else config
+    return config

@@ -46,12 +46,13 @@ class Embedder:
         self.step = step
         self.mesh = mesh or parallel.create_mesh(jax.local_devices())
         self.has_head = config.job == "pretrain"
-        encoder = models.create_encoder(config.model)
         if self.has_head:
             model = models.create_contrastive_model(config.model)
             method = model.embed
         else:
-            model = models.SupervisedModel(encoder=encoder, classifier=models.LinearClassifier(1))
+            model = models.SupervisedModel(
+                encoder=models.create_encoder(config.model), classifier=models.LinearClassifier(1)
+            )
             method = model.features
         self.names = ("encoder", "projection") if self.has_head else ("encoder",)
         self._variables = jax.device_put(variables, parallel.replicated(self.mesh))
@@ -102,19 +103,17 @@ class Embedder:
         centre crop, as evaluation does for folders), in order."""
         pixels = self.prepare(images)
         devices = self.mesh.size
-        batch_size = max(devices, batch_size - batch_size % devices)
+        # One batch shape per call, so one compilation: at most `batch_size` rows (a multiple of the
+        # device count), fewer when all the images need fewer; the last batch is padded to it.
+        rows = min(max(devices, batch_size - batch_size % devices), -(-len(pixels) // devices) * devices)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in self.names}
-        for start in range(0, pixels.shape[0], batch_size):
-            chunk = pixels[start : start + batch_size]
-            padded = np.concatenate([chunk, np.zeros((-len(chunk) % devices, *chunk.shape[1:]), np.uint8)])
+        for start in range(0, len(pixels), rows):
+            chunk = pixels[start : start + rows]
+            padded = np.concatenate([chunk, np.zeros((rows - len(chunk), *chunk.shape[1:]), np.uint8)])
             batch = parallel.to_global({"image": padded}, self.mesh)["image"]
             for name, value in zip(self.names, self._forward(self._variables, batch), strict=True):
                 parts[name].append(np.asarray(value)[: len(chunk)])
-        width = {"encoder": 0, "projection": 0}
-        return {
-            name: np.concatenate(value) if value else np.zeros((0, width[name]), np.float32)
-            for name, value in parts.items()
-        }
+        return {name: np.concatenate(value) if value else np.zeros((0, 0), np.float32) for name, value in parts.items()}
 
     def prepare(self, images: np.ndarray | Sequence[str]) -> np.ndarray:
         """uint8 [N, S, S, 3] at the run's size from an image array or a list of file paths."""

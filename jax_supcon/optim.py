@@ -74,15 +74,16 @@ def create_schedule(
     return optax.join_schedules([warmup, after], [warmup_steps])
 
 
-def _leaf_name(path) -> str:
-    return str(getattr(path[-1], "key", path[-1]))
+def _path_names(path) -> list[str]:
+    """The dict keys of a `tree_map_with_path` path, as strings."""
+    return [str(getattr(key, "key", key)) for key in path]
 
 
 def _decay_mask(params):
     """Weight decay (and LARS's trust ratio) on the kernels of dense and convolution layers only,
     chosen by parameter name: not on biases, norm scales and offsets, position embeddings or the
     class token (ViT recipes; for a ResNet the same set as the rank > 1 rule)."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) == "kernel", params)
+    return jax.tree_util.tree_map_with_path(lambda path, _: _path_names(path)[-1] == "kernel", params)
 
 
 def vit_layer_ids(params, depth: int):
@@ -92,7 +93,7 @@ def vit_layer_ids(params, depth: int):
     after (final norm, classifier, head)."""
 
     def layer(path, leaf):
-        keys = [str(getattr(k, "key", k)) for k in path]
+        keys = _path_names(path)
         if "encoder" not in keys[:1]:
             return depth + 1
         part = keys[1]

@@ -6,7 +6,7 @@ from `configs/`, so a config file works from any working directory.
 """
 
 from jax_supcon.config.base import base_config
-from jax_supcon.config.recipes import DATASET_NORMALIZATION, parse_recipe_arg, sibling, smoke
+from jax_supcon.config.recipes import DATASET_NORMALIZATION, parse_recipe_arg, sibling, smoke, split_recipe_switches
 from jax_supcon.config.validate import resolve_steps, validate_config
 from jax_supcon.data.recipes import AUGMENT_RECIPES, augment_config, resolve_view, validate_augment_config
 
@@ -20,6 +20,7 @@ __all__ = [
     "resolve_view",
     "sibling",
     "smoke",
+    "split_recipe_switches",
     "validate_augment_config",
     "validate_config",
 ]

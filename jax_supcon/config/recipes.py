@@ -33,6 +33,14 @@ def sibling(config_file: str, name: str) -> ModuleType:
     return module
 
 
+def split_recipe_switches(arg: str | None, switches: tuple[str, ...]) -> tuple[str | None, set[str]]:
+    """`CHOICE,SWITCH,smoke` -> (`CHOICE,smoke`, {SWITCH}): a recipe's own on/off words (e.g.
+    `simclr`) taken off its argument before `parse_recipe_arg` reads the rest."""
+    parts = [part for part in (arg or "").split(",") if part]
+    rest = ",".join(part for part in parts if part not in switches)
+    return rest or None, {part for part in parts if part in switches}
+
+
 def parse_recipe_arg(arg: str | None, choices: tuple[str, ...]) -> tuple[str, bool]:
     """`configs/x.py:CHOICE[,smoke]` -> (choice, smoke); the first choice is the default."""
     parts = [part for part in (arg or "").split(",") if part]

@@ -192,8 +192,7 @@ def retrieval_grid(
     [Q, K, H, W, 3], nearest first, each framed green when its class is the query's and red
     when not, with its class written under it; without labels (None) frames stay grey and
     `match_notes` [Q, K] (e.g. similarities) are written instead."""
-    if query_labels is None or match_labels is None:
-        return _unlabelled_grid(query_images, match_images, path, title=title, notes=match_notes)
+    labelled = query_labels is not None and match_labels is not None
     rows, k = match_images.shape[:2]
     cell = 1.3
     fig = Figure(figsize=(cell * (k + 1) + 0.3, cell * rows + 0.6), dpi=100)
@@ -205,6 +204,12 @@ def retrieval_grid(
             ax.imshow(image, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
+            if row == 0:
+                ax.set_title("query" if column == 0 else f"#{column}", fontsize=8)
+            if not labelled:
+                if column and match_notes is not None:
+                    ax.set_xlabel(str(match_notes[row, column - 1]), fontsize=7)
+                continue
             if column == 0:
                 ax.set_xlabel(f"query: {query_labels[row]}", fontsize=7)
                 color = "black"
@@ -217,30 +222,6 @@ def retrieval_grid(
             for spine in ax.spines.values():
                 spine.set_edgecolor(color)
                 spine.set_linewidth(1 if column == 0 else 3)
-            if row == 0:
-                ax.set_title("query" if column == 0 else f"#{column}", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    return path
-
-
-def _unlabelled_grid(query_images, match_images, path, *, title, notes) -> str:
-    rows, k = match_images.shape[:2]
-    cell = 1.3
-    fig = Figure(figsize=(cell * (k + 1) + 0.3, cell * rows + 0.6), dpi=100)
-    axes = fig.subplots(rows, k + 1, squeeze=False)
-    for row in range(rows):
-        for column in range(k + 1):
-            ax = axes[row, column]
-            ax.imshow(query_images[row] if column == 0 else match_images[row, column - 1], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if column and notes is not None:
-                ax.set_xlabel(str(notes[row, column - 1]), fontsize=7)
-            if row == 0:
-                ax.set_title("query" if column == 0 else f"#{column}", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
