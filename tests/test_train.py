@@ -200,6 +200,8 @@ BAD_INPUTS = [  # (config file, override, the one line on stderr after "jax-supc
     (VIT, "--config.model.pool=max", "model.pool='max'; allowed: ('cls', 'gap')"),
     (VIT, "--config.model.drop_path=1.0", "model.drop_path=1.0 must be in [0, 1)"),
     (SUPCON, "--config.optimizer.layer_decay=0.7", "optimizer.layer_decay=0.7 applies to end-to-end training"),
+    (SUPCON, "--config.data.label_noise=1.0", "data.label_noise=1.0 must be in [0, 1) (0: clean labels)"),
+    (SUPCON, "--config.data.train_fraction=0.0", "data.train_fraction=0.0 must be in (0, 1] (1: every training image)"),
     ("--config=configs/nope.py", "--config.seed=1", "cannot load --config: [Errno 2] No such file or directory"),
     (LINEAR, "--config.seed=1", "linear_eval needs --config.pretrained_workdir=DIR (a stage-1 workdir)"),
     (LINEAR, "--config.pretrained_workdir=/no/such", "pretrained_workdir='/no/such' does not exist"),

@@ -58,6 +58,12 @@ def base_config() -> ml_collections.ConfigDict:
     # Semi-supervised protocols: train on this class-balanced, fixed fraction of the training
     # labels (finetune, linear_eval, supervised; 1: all). See sources.label_fraction_subset.
     config.data.label_fraction = 1.0
+    # Small-data experiments: every job trains on this class-balanced, fixed fraction of the
+    # training images (1: all). See sources.train_fraction_subset.
+    config.data.train_fraction = 1.0
+    # Label-noise experiments: this fraction of each training class gets a wrong label, drawn per
+    # seed (0: clean). Evaluation labels are never touched. See sources.noisy_labels.
+    config.data.label_noise = 0.0
     config.data.samples_per_class = 0  # > 0: class-balanced batches of this many examples per class
     config.data.eval_crop_fraction = 0.875  # varying-size images: centre crop of image_size / fraction
     config.data.verify_files = True  # folder: decode-check every file once at start

@@ -418,12 +418,11 @@ def subset(source: Source, kept: np.ndarray, labels: np.ndarray, num_classes: in
     return dataclasses.replace(source, **changes)
 
 
-def label_fraction_subset(source: Source, fraction: float) -> Source:
-    """A class-balanced part of a training split (`data.label_fraction`, semi-supervised protocols):
-    `round(fraction * n)` of each class's n examples, at least one, drawn once with a fixed seed
-    per class (the same subset for every run and seed), kept in split order. A streamed source is
-    first read into memory (`held_in_memory`): for ImageNet's published 1% / 10% subsets use tfds
-    `imagenet2012_subset` instead."""
+def class_balanced_subset(source: Source, fraction: float, stream: int = 0) -> Source:
+    """A class-balanced part of a training split: `round(fraction * n)` of each class's n
+    examples, at least one, drawn once with a fixed seed per class and `stream` (the same subset
+    for every run and seed), kept in split order. A streamed source is first read into memory
+    (`held_in_memory`)."""
     if fraction == 1.0:
         return source
     source = held_in_memory(source)
@@ -431,9 +430,49 @@ def label_fraction_subset(source: Source, fraction: float) -> Source:
     for label in np.unique(source.labels):
         members = np.flatnonzero(source.labels == label)
         count = max(1, round(fraction * len(members)))
-        kept.append(np.random.default_rng([0, int(label)]).permutation(members)[:count])
+        kept.append(np.random.default_rng([stream, int(label)]).permutation(members)[:count])
     kept = np.sort(np.concatenate(kept))
     return subset(source, kept, source.labels[kept])
+
+
+def label_fraction_subset(source: Source, fraction: float) -> Source:
+    """The labelled part of a training split (`data.label_fraction`, semi-supervised protocols):
+    a `class_balanced_subset`. For ImageNet's published 1% / 10% subsets use tfds
+    `imagenet2012_subset` instead."""
+    return class_balanced_subset(source, fraction, stream=0)
+
+
+def train_fraction_subset(source: Source, fraction: float) -> Source:
+    """The images every job of a small-data experiment sees (`data.train_fraction`): a
+    `class_balanced_subset` drawn independently of `label_fraction_subset`'s."""
+    return class_balanced_subset(source, fraction, stream=1)
+
+
+def noisy_labels(labels: np.ndarray, num_classes: int, rate: float, seed: int) -> np.ndarray:
+    """Symmetric label noise (`data.label_noise`): in every class, `round(rate * n)` of its n
+    examples, drawn with `seed`, get a different class drawn uniformly from the other
+    `num_classes - 1`. The same labels for every job of a run (stage 1 and stage 2 share the seed)."""
+    labels = np.asarray(labels, np.int32)
+    if rate == 0:
+        return labels
+    if num_classes < 2:
+        raise ValueError(f"data.label_noise={rate} needs at least 2 classes; the training split has {num_classes}")
+    noisy = labels.copy()
+    for label in np.unique(labels):
+        rng = np.random.default_rng([seed, int(label), 0x4015E])
+        members = np.flatnonzero(labels == label)
+        flipped = rng.permutation(members)[: round(rate * len(members))]
+        shift = rng.integers(1, num_classes, size=flipped.size)  # any class but its own
+        noisy[flipped] = (label + shift) % num_classes
+    return noisy
+
+
+def with_label_noise(source: Source, rate: float, seed: int) -> Source:
+    """A training split whose labels carry `noisy_labels` (held in memory first when streamed)."""
+    if rate == 0:
+        return source
+    source = held_in_memory(source)
+    return dataclasses.replace(source, labels=noisy_labels(source.labels, source.num_classes, rate, seed))
 
 
 def held_in_memory(source: Source) -> Source:
@@ -490,9 +529,13 @@ def validate_data_config(data: ml_collections.ConfigDict, batch_size: int) -> No
     for key in ("num_classes", "num_train_examples", "num_eval_examples"):
         if data[key] is not None and data[key] < 1:
             raise ValueError(f"data.{key}={data[key]} must be >= 1 (or unset)")
-    fraction = data.get("label_fraction", 1.0)
-    if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ValueError(f"data.label_fraction={fraction!r} must be in (0, 1] (1: every training label)")
+    for key, meaning in (("label_fraction", "every training label"), ("train_fraction", "every training image")):
+        fraction = data.get(key, 1.0)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ValueError(f"data.{key}={fraction!r} must be in (0, 1] (1: {meaning})")
+    noise = data.get("label_noise", 0.0)
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1:
+        raise ValueError(f"data.label_noise={noise!r} must be in [0, 1) (0: clean labels)")
 
 
 def load_source(data: ml_collections.ConfigDict, split: str) -> Source:

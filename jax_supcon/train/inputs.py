@@ -23,7 +23,9 @@ class TrainingData(NamedTuple):
     """`train` holds the training classes only, relabelled 0..n-1 when classes are held out
     (`data.train_classes`); `test` is the evaluation split's examples of those classes, labelled
     alike (None when it has none, as in Stanford Online Products); `held_out` its examples of
-    the other classes with their own ids (None when nothing is held out). `config` is the run's
+    the other classes with their own ids (None when nothing is held out). The training split is
+    cut to `data.train_fraction`, then `data.label_fraction`, and its labels carry
+    `data.label_noise`; evaluation splits are never changed. `config` is the run's
     config with what the data decided recorded (`data.num_classes`, `data.class_ids`,
     `best_metric`)."""
 
@@ -59,7 +61,9 @@ def load_training_data(config: ml_collections.ConfigDict, mesh: Mesh | None = No
         held_out = classes.restrict(test, split.held_out, relabel=False, missing_ok=False, role="held-out")
         train = classes.restrict(train, split.seen, relabel=True, missing_ok=False, role="training")
         test = classes.restrict(test, split.seen, relabel=True, missing_ok=True, role="training")
+    train = sources.train_fraction_subset(train, config.data.train_fraction)
     train = sources.label_fraction_subset(train, config.data.label_fraction)
+    train = sources.with_label_noise(train, config.data.label_noise, config.seed)
     total_steps, warmup_steps = resolve_steps(config, train.num_examples)
     if config.data.samples_per_class:
         pipeline.check_class_balanced(train, config.batch_size, config.data.samples_per_class)
