@@ -11,7 +11,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
-SCRIPTS = ("jax-supcon", "jax-supcon-average", "jax-supcon-preview", "jax-supcon-bench")
+SCRIPTS = ("jax-supcon", "jax-supcon-average", "jax-supcon-preview", "jax-supcon-bench", "jax-supcon-sweep")
 TINY = (
     "--config.model.name=resnet_tiny",
     "--config.model.width=0.125",

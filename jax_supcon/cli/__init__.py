@@ -41,6 +41,18 @@ def user_errors(command: str) -> Iterator[None]:
         sys.exit(2)
 
 
+def flag_error_line(error: Exception) -> str:
+    """One line from absl's and ml_collections' flag errors (some span several lines)."""
+    text = str(error.args[0]) if error.args else str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(error, (KeyError, AttributeError)):  # an override of a key the config lacks
+        key = lines[0].strip("\"'")
+        return f"unknown config key {key!r}" + "".join(f"; {line}" for line in lines[1:])
+    if isinstance(error, OSError):  # ml_collections' report of a config file: its last line says why
+        lines = ["cannot load --config:", *lines[-1:]]
+    return " ".join(" ".join(lines).split())
+
+
 def print_help(description: str, module_name: str) -> None:
     """`description`, then the flags the command's module defines (absl's own text for them)."""
     from absl import flags

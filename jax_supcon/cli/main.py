@@ -95,20 +95,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         _CONFIG.value.get("job")  # a config file that failed to load raises here
         return rest
     except (flags.Error, KeyError, AttributeError, OSError) as error:
-        print(f"jax-supcon: error: {_flag_error_line(error)}", file=sys.stderr)
+        print(f"jax-supcon: error: {cli.flag_error_line(error)}", file=sys.stderr)
         sys.exit(2)
-
-
-def _flag_error_line(error: Exception) -> str:
-    """One line from absl's and ml_collections' flag errors (some span several lines)."""
-    text = str(error.args[0]) if error.args else str(error)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if isinstance(error, (KeyError, AttributeError)):  # an override of a key the config lacks
-        key = lines[0].strip("\"'")
-        return f"unknown config key {key!r}" + "".join(f"; {line}" for line in lines[1:])
-    if isinstance(error, OSError):  # ml_collections' report of a config file: its last line says why
-        lines = ["cannot load --config:", *lines[-1:]]
-    return " ".join(" ".join(lines).split())
 
 
 def run() -> None:

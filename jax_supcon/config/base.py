@@ -10,6 +10,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from jax_supcon.data.recipes import augment_config
+from jax_supcon.report.tracking import wandb_config
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -143,4 +144,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.clip_grad_norm = placeholder(float)  # clip gradients to this global norm; None: no clipping
     config.optimizer.warmup_steps = placeholder(int)  # or warmup_epochs
     config.optimizer.warmup_epochs = 0.0
+
+    # Weights & Biases (optional: pip install 'jax_supcon[wandb]'): empty project = off. See
+    # report/tracking.py; may change between restarts.
+    config.wandb = wandb_config()
     return config

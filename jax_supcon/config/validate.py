@@ -12,6 +12,7 @@ from jax_supcon import losses, models, optim
 from jax_supcon.data import classes, recipes, sources
 from jax_supcon.evaluate import validation
 from jax_supcon.jobs import JOBS
+from jax_supcon.report import tracking
 from jax_supcon.train import queue as feature_queue
 
 POSITIVE_RUN_KEYS = (
@@ -61,6 +62,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     models.validate_model_config(config.model, config.data.image_size)
     optim.validate_optimizer_config(config.optimizer)
     validation.validate_validation_config(config)
+    tracking.validate_wandb_config(config.get("wandb"))
     if config.checkpoint not in ("latest", "best") and not str(config.checkpoint).isdigit():
         raise ValueError(f"checkpoint={config.checkpoint!r}; allowed: 'latest', 'best' or a step number")
     for key in POSITIVE_RUN_KEYS:

@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jax_supcon.checkpoint import Checkpointer
+from jax_supcon.report import tracking
 from jax_supcon.train import preemption
 from jax_supcon.train.preemption import Preempted
 from jax_supcon.train.state import FINITE, TrainState
@@ -154,9 +155,12 @@ def training_run(
 ) -> Iterator[TrainingRun]:
     """A job's training: the metric logger is opened here, and however the run ends it is closed
     and the checkpointer's pending saves are written."""
-    logger = MetricLogger(workdir, job)
+    logger = MetricLogger(workdir, job, config)
     try:
         yield TrainingRun(config, checkpointer, logger)
+    except BaseException:
+        tracking.abandon()  # the W&B run (if any) ends as failed
+        raise
     finally:
         checkpointer.close()
         logger.close()

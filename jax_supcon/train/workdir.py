@@ -21,6 +21,7 @@ import ml_collections
 
 from jax_supcon.data.recipes import resolve_view
 from jax_supcon.parallel import is_main_process
+from jax_supcon.report import tracking
 from jax_supcon.report.progress import format_duration
 
 CONFIG_FILE = "config.json"
@@ -231,16 +232,20 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 class MetricLogger:
-    """TensorBoard events (clu), `metrics.jsonl` (one JSON object per logged step) and one
-    console line per logged step, all from the main process only."""
+    """TensorBoard events (clu), `metrics.jsonl` (one JSON object per logged step), one console
+    line per logged step and, with `config.wandb.project` set, the same scalars in W&B
+    (`report/tracking.py`), all from the main process only."""
 
-    def __init__(self, workdir: str, job: str):
+    def __init__(self, workdir: str, job: str, config: ml_collections.ConfigDict | None = None):
         self._main = is_main_process()
         self._writer = None
+        self._tracker = None
         if self._main:
             from clu import metric_writers
 
             self._writer = metric_writers.SummaryWriter(workdir)
+            if config is not None and tracking.enabled(config):
+                self._tracker = tracking.start(workdir, config, _as_json(config))
         self._jsonl = os.path.join(workdir, METRICS_FILE)
         self._job = job
 
@@ -249,6 +254,8 @@ class MetricLogger:
         if not self._main:
             return
         self._writer.write_scalars(step, metrics)
+        if self._tracker is not None:
+            self._tracker.log(step, metrics)
         with open(self._jsonl, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         keys = sorted((k for k in metrics if k != "steps_per_s"), key=lambda k: k != "loss")  # loss first
@@ -332,4 +339,5 @@ def finish_run(workdir: str, config: ml_collections.ConfigDict, summary: dict, r
         summary = summary | {"report": os.path.join(workdir, markdown.REPORT_FILE)}
         markdown.write_report(workdir, config, summary, plots)
     write_json(os.path.join(workdir, SUMMARY_FILE), summary)
+    tracking.finish(summary, plots)
     return summary

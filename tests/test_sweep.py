@@ -1,0 +1,337 @@
+"""`jax-supcon-sweep`: grids of runs over seeds, their aggregation (checked against the cells'
+own summaries), resumption, failed cells, chained stages, bad input; and W&B logging, offline."""
+
+import glob
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jax_supcon.cli import sweep
+from jax_supcon.report import sweep as report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUPCON = os.path.join(ROOT, "configs", "digits_supcon.py")
+SIMCLR = f"{SUPCON}:simclr"
+CE = os.path.join(ROOT, "configs", "digits_ce.py")
+LINEAR = os.path.join(ROOT, "configs", "digits_linear.py")
+TINY = [
+    "--config.model.name=resnet_tiny",
+    "--config.model.width=0.125",
+    "--config.model.proj_dim=8",
+    "--config.data.image_size=8",
+    "--config.batch_size=16",
+    "--config.eval_batch_size=64",
+    "--config.total_steps=2",
+    "--config.optimizer.warmup_steps=0",
+    "--config.eval_every_steps=0",
+    "--config.plots=False",
+]
+TINY_THEN = ["--config.batch_size=16", "--config.eval_batch_size=64", "--config.total_steps=2"]
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def options(workdir, config=SUPCON, **changes):
+    values = {
+        "config": config,
+        "workdir": str(workdir),
+        "grid": [],
+        "seeds": 1,
+        "then": None,
+        "metrics": [],
+        "parallel": 1,
+        "gpus_per_cell": 0,
+        "name": "test",
+        "baselines": False,
+        "overrides": list(TINY),
+        "then_overrides": list(TINY_THEN),
+        "command": "jax-supcon-sweep ...",
+    }
+    return sweep.Options(**(values | changes))
+
+
+def test_grid_values_split_on_commas_or_read_as_json():
+    assert sweep.parse_axis("loss.temperature=0.05,0.1") == sweep.Axis("loss.temperature", ("0.05", "0.1"))
+    axis = sweep.parse_axis('data.train_classes=["0-4","5,6,7"]')
+    assert axis == sweep.Axis("data.train_classes", ("0-4", "5,6,7"))
+    assert sweep.parse_axis("batch_size=[64, 128]").values == ("64", "128")
+    for bad, message in [
+        ("loss.temperature", "expected KEY=V1,V2"),
+        ("loss.temperature=", "empty value"),
+        ("loss.temperature=0.1,,0.2", "empty value"),
+        ("seed=[1,", "not valid JSON"),
+        ("a=1,1", "appears twice"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            sweep.parse_axis(bad)
+
+
+def test_cells_are_every_combination_and_the_second_stage_gets_only_the_shared_keys(tmp_path):
+    axes = [sweep.Axis("config", (SUPCON, SIMCLR)), sweep.Axis("data.label_noise", ("0", "0.2"))]
+    cells = sweep.make_cells(SUPCON, axes)
+    assert [c.name for c in cells] == [
+        "digits_supcon,data.label_noise=0",
+        "digits_supcon,data.label_noise=0.2",
+        "digits_supcon-simclr,data.label_noise=0",
+        "digits_supcon-simclr,data.label_noise=0.2",
+    ]
+    assert cells[2].config == SIMCLR
+    cell = sweep.make_cells(SUPCON, [sweep.Axis("optimizer.learning_rate", ("0.1",)), axes[1]])[0]
+    first, second = sweep.stages(
+        cell, 3, str(tmp_path), job="pretrain", overrides=TINY, then=LINEAR, then_overrides=["--config.x=1"], group="g"
+    )
+    assert "--config.optimizer.learning_rate=0.1" in first.overrides and "--config.seed=3" in first.overrides
+    assert "--config.optimizer.learning_rate=0.1" not in second.overrides  # stage 1's optimisation only
+    for shared in ("--config.data.label_noise=0", "--config.data.image_size=8", "--config.seed=3", "--config.x=1"):
+        assert shared in second.overrides
+    assert f"--config.pretrained_workdir={first.workdir}" in second.overrides
+    assert "--config.model.name=resnet_tiny" not in second.overrides
+    only = sweep.stages(
+        cell, 0, str(tmp_path), job="supervised", overrides=[], then=LINEAR, then_overrides=[], group="g"
+    )
+    assert len(only) == 1  # a one-stage method (cross-entropy) is its own last stage
+
+
+class FakeRunner(sweep.Runner):
+    """Runs no training: writes the summary a run would, with a value that is a function of the
+    cell and seed, and fails one (cell, seed) the first time."""
+
+    def __init__(self, *args, fail=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.started = []
+        self.fail = fail
+
+    def run_stage(self, stage, slot):
+        self.started.append(stage.workdir)
+        if self.fail and self.fail in stage.workdir:
+            with open(f"{stage.workdir}.log", "w") as log:
+                log.write("step 1\njax-supcon: stopped: the training diverged at step 2 (loss nan)\n")
+            return 1
+        config = sweep.load_config(stage.config, stage.overrides)
+        os.makedirs(stage.workdir, exist_ok=True)
+        with open(os.path.join(stage.workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort())
+        value = 0.5 + 0.1 * float(config.loss.temperature) + 0.01 * config.seed + (config.job == "linear_eval") * 0.2
+        with open(os.path.join(stage.workdir, "summary.json"), "w") as f:
+            json.dump({"test_top1": value, "train_seconds": 30.0, "job": config.job}, f)
+        return 0
+
+
+def test_a_2x2_sweep_aggregates_its_cells_resumes_and_survives_a_failed_run(tmp_path, monkeypatch):
+    fake = {}
+
+    def make_runner(parallel, gpus):
+        fake["runner"] = FakeRunner(parallel, gpus, fail=fake.get("fail"))
+        return fake["runner"]
+
+    monkeypatch.setattr(sweep, "Runner", make_runner)
+    fake["fail"] = os.path.join("digits_supcon-simclr,loss.temperature=0.5", "seed1", "stage1")
+    run = options(
+        tmp_path,
+        grid=[f"config={SUPCON},{SIMCLR}", "loss.temperature=0.1,0.5"],
+        seeds=3,
+        then=LINEAR,
+    )
+    record, paths = sweep.run_sweep(run)
+    assert [os.path.basename(p) for p in paths] == ["sweep.json", "sweep.md", "sweep.png"]
+    assert len(fake["runner"].started) == 4 * 3 * 2 - 1  # the failed run's second stage never starts
+    on_disk = read_json(tmp_path / "sweep.json")
+    assert on_disk["metrics"] == ["test_top1"]
+    for cell in on_disk["cells"]:
+        paths = [tmp_path / cell["name"] / f"seed{seed}" / "stage2" / "summary.json" for seed in range(3)]
+        per_seed = [read_json(p)["test_top1"] if p.exists() else None for p in paths]
+        assert cell["values"]["test_top1"] == per_seed
+        summaries = [value for value in per_seed if value is not None]
+        assert cell["mean"]["test_top1"] == pytest.approx(np.mean(summaries))
+        assert cell["std"]["test_top1"] == pytest.approx(np.std(summaries, ddof=1))
+    failed = [c for c in on_disk["cells"] if c["failures"]]
+    assert len(failed) == 1 and failed[0]["failures"][0]["error"].endswith("the training diverged at step 2 (loss nan)")
+    table = (tmp_path / "sweep.md").read_text()
+    best = max(on_disk["cells"], key=lambda c: c["mean"]["test_top1"])
+    assert f"| {best['name']} | **{best['mean']['test_top1']:.4f} ± {best['std']['test_top1']:.4f}** | 3/3 |" in table
+    assert "seed 1 stage1: jax-supcon: stopped: the training diverged" in table and "| 2/3 |" in table
+
+    fake["fail"] = None  # the second call: only the failed run (both its stages) runs again
+    record, _ = sweep.run_sweep(run)
+    assert [os.path.relpath(p, tmp_path) for p in fake["runner"].started] == [
+        os.path.join("digits_supcon-simclr,loss.temperature=0.5", "seed1", stage) for stage in ("stage1", "stage2")
+    ]
+    assert not any(c["failures"] for c in record["cells"])
+
+    other = run._replace(workdir=str(tmp_path / "other"), grid=[], then=None, seeds=1)
+    sweep.run_sweep(other)
+    record, _ = sweep.run_sweep(other._replace(overrides=[*TINY, "--config.total_steps=5"]))
+    (failure,) = record["cells"][0]["failures"]  # a finished run with other values is not reused
+    assert "finished with total_steps=2, not 5; use another --workdir" in failure["error"]
+
+
+class InProcessRunner(sweep.Runner):
+    """Runs each stage's job in this process (on two of the fake devices) instead of a `jax-supcon` process."""
+
+    def run_stage(self, stage, slot):
+        import jax
+
+        from jax_supcon import jobs, parallel
+
+        config = sweep.load_config(stage.config, stage.overrides)
+        jobs.train_and_evaluate(config, stage.workdir, mesh=parallel.create_mesh(jax.devices()[:2]))
+        return 0
+
+
+def test_a_real_sweep_chains_linear_evaluation_and_reports_raw_pixels(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "Runner", InProcessRunner)
+    record, _ = sweep.run_sweep(options(tmp_path, grid=[f"config={SUPCON},{CE}"], then=LINEAR, baselines=True, seeds=1))
+    supcon, ce = record["cells"]
+    pretrained = read_json(tmp_path / supcon["name"] / "seed0" / "stage2" / "config.json")
+    assert pretrained["job"] == "linear_eval"
+    assert pretrained["pretrained_workdir"] == str(tmp_path / supcon["name"] / "seed0" / "stage1")
+    assert not (tmp_path / ce["name"] / "seed0" / "stage2").exists()  # cross-entropy: one stage
+    for cell in (supcon, ce):
+        summary = read_json(os.path.join(cell["workdirs"][0], "summary.json"))
+        assert cell["values"]["test_top1"] == [summary["test_top1"]]
+    (baseline,) = record["baselines"]
+    assert baseline["name"] == "raw pixels, 3-NN" and 0.9 < baseline["mean"]["test_top1"] <= 1.0
+
+
+def run_cli(*args, cwd):
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="2")
+    command = [sys.executable, "-m", "jax_supcon.sweep", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"grid": ["optimizer.lr=0.1,0.2"]}, "--grid=optimizer.lr=...: unknown config key 'optimizer.lr'"),
+        ({"grid": ["loss.temperature="]}, "--grid='loss.temperature=': empty value"),
+        ({"seeds": 0}, "--seeds=0 must be >= 1"),
+        ({"grid": ["data.label_noise=0,1.0"]}, "data.label_noise=1.0 must be in [0, 1) (0: clean labels)"),
+        ({"grid": ["data.train_fraction=0"]}, "data.train_fraction=0.0 must be in (0, 1] (1: every training image)"),
+        ({"overrides": ["--config.loss.temprature=0.1"]}, "unknown config key 'loss.temprature'"),
+        ({"then": LINEAR, "then_overrides": ["--config.optimizer.nme=sgd"]}, "unknown config key 'optimizer.nme'"),
+        ({"overrides": ["--config.seed=3"]}, "the sweep sets config.seed itself"),
+    ],
+)
+def test_bad_input_names_the_value_and_nothing_is_written(changes, message, tmp_path):
+    workdir = tmp_path / "sweep"
+    with pytest.raises(ValueError) as error:
+        sweep.run_sweep(options(workdir, **changes))
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not workdir.exists()
+
+
+def test_the_command_reports_bad_input_in_one_line_and_a_failed_cell_with_exit_code_1(tmp_path):
+    workdir = tmp_path / "sweep"
+    result = run_cli(f"--config={SUPCON}", f"--workdir={workdir}", "--grid=data.label_noise=0,1.0", cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("jax-supcon-sweep: error: cell data.label_noise=1.0 stage1 (")
+    assert lines[0].endswith("data.label_noise=1.0 must be in [0, 1) (0: clean labels)") and not workdir.exists()
+
+    result = run_cli(
+        f"--config={SUPCON}",
+        f"--workdir={workdir}",
+        "--grid=data.train_fraction=1.0,0.005",  # 0.005: 10 images, fewer than a batch of 16
+        f"--then={LINEAR}",
+        *TINY,
+        *[f"--then.{o.removeprefix('--config.')}" for o in TINY_THEN],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    good, bad = read_json(workdir / "sweep.json")["cells"]
+    summary = read_json(workdir / good["name"] / "seed0" / "stage2" / "summary.json")
+    assert good["values"] == {"test_top1": [summary["test_top1"]]}
+    assert "batch_size=16 is larger than the training split (10 examples)" in bad["failures"][0]["error"]
+    assert "| data.train_fraction=1.0 |" in result.stdout and (workdir / "sweep.png").stat().st_size > 0
+
+
+def _wandb_records(path):
+    """The records of an offline W&B run file (LevelDB-style log blocks of W&B's protobufs)."""
+    from wandb.proto import wandb_internal_pb2
+
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:4] == b":W&B"
+    block, position, chunks, records = 32768, 7, [], []
+    while position + 7 <= len(data):
+        if block - position % block < 7:
+            position += block - position % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        chunks.append(data[position + 7 : position + 7 + length])
+        position += 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(chunks))
+            records.append(record)
+            chunks = []
+    return records
+
+
+def test_wandb_offline_run_files_hold_the_logged_scalars(tmp_path, pretrain_config):
+    import jax
+
+    from jax_supcon import parallel
+    from jax_supcon.jobs import pretrain
+
+    mesh = parallel.create_mesh(jax.devices()[:2])
+
+    pretrain_config.wandb.update(project="jax-supcon-test", mode="offline", group="g", tags=("a", "b"))
+    workdir = tmp_path / "run"
+    pretrain.train_and_evaluate(pretrain_config, str(workdir), mesh=mesh)
+    (run_file,) = glob.glob(str(workdir / "wandb" / "offline-run-*" / "run-*.wandb"))
+    history, runs = {}, []
+    for record in _wandb_records(run_file):
+        if record.WhichOneof("record_type") == "history":
+            items = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            if "loss" in items:
+                history[items["_step"]] = items["loss"]
+        if record.WhichOneof("record_type") == "run":
+            runs.append(record.run)
+    assert runs and runs[0].run_group == "g" and list(runs[0].tags) == ["a", "b"]
+    assert runs[0].project == "jax-supcon-test" and runs[0].display_name == "run"
+    with open(workdir / "metrics.jsonl") as f:
+        logged = {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+    assert history == pytest.approx(logged) and len(logged) == 3
+
+
+def test_a_wandb_project_without_the_client_is_a_one_line_error(monkeypatch):
+    import importlib.util
+
+    from jax_supcon.config import base_config
+    from jax_supcon.report import tracking
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    section = base_config().wandb
+    section.project = "p"
+    with pytest.raises(ValueError, match=r"wandb.project='p' needs the W&B client: pip install 'jax_supcon\[wandb\]'"):
+        tracking.validate_wandb_config(section)
+    section.project = ""
+    tracking.validate_wandb_config(section)  # off: no client needed
+    section.mode = "cloud"
+    with pytest.raises(ValueError, match=r"wandb.mode='cloud'; allowed:"):
+        tracking.validate_wandb_config(section)
+
+
+def test_aggregation_means_stds_and_the_best_cell():
+    rows = [
+        {"name": "a", "summaries": [{"test_top1": 0.9}, {"test_top1": 0.8}, None]},
+        {"name": "b", "summaries": [{"val/encoder/test_top1": 0.95}]},
+    ]
+    cells = report.aggregate(rows, ["test_top1"])
+    assert cells[0]["mean"]["test_top1"] == pytest.approx(0.85) and cells[0]["values"]["test_top1"][2] is None
+    assert cells[0]["std"]["test_top1"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
+    assert cells[1]["std"]["test_top1"] is None  # one seed: no spread
+    assert report.best_cells(cells, ["test_top1"]) == {"test_top1": "b"}
+    assert report.default_metrics([{"test_top1": 1}, {"test_top1": 0.5}]) == ("test_top1",)
+    open_set = {f"val/encoder/{m}": 0.5 for m in report.OPEN_SET_METRICS}
+    assert report.default_metrics([open_set, open_set | {"test_top1": 0.9}]) == report.OPEN_SET_METRICS
