@@ -31,7 +31,8 @@ PRETRAIN = [
 
 
 def recipe(name, arg):
-    return importlib.import_module(f"configs.{name}").get_config(arg)
+    module = importlib.import_module(f"configs.{name}")
+    return module.get_config() if arg is None else module.get_config(arg)
 
 
 @pytest.mark.parametrize(
@@ -44,6 +45,9 @@ def recipe(name, arg):
         ("metric_learning", "cars"),
         ("digits_openset", "ce"),
         ("mnist5k_openset", "multi_similarity"),
+        ("mnist5k_supcon", "triplet"),
+        ("mnist5k_supcon", "ce"),
+        ("mnist5k_linear", None),
     ],
 )
 def test_full_recipe_validates(name, arg):

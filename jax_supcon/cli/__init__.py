@@ -14,7 +14,8 @@ HELP_FLAGS = ("-h", "--help", "-?", "--helpshort")
 CONFIGS_NOTE = (
     "Configs are Python files with get_config(): configs/ in the jax_supcon repository holds the\n"
     "digits demo (digits_supcon.py, digits_linear.py, digits_ce.py, digits_embed.py,\n"
-    "digits_finetune.py, digits_vit.py), the open-set ones (digits_openset.py, mnist5k_openset.py)\n"
+    "digits_finetune.py, digits_vit.py), MNIST-5k (mnist5k_supcon.py, mnist5k_linear.py), the\n"
+    "open-set ones (digits_openset.py, mnist5k_openset.py)\n"
     "and the paper recipes (cifar_supcon.py, cifar_linear.py, cifar_ce.py, cifar_vit.py,\n"
     "solo_cifar_resnet18.py, imagenet_supcon.py, imagenet_linear.py, imagenet_finetune.py,\n"
     "imagenet_vit.py, metric_learning.py), each with a ',smoke' variant (configs/x.py:ARG,smoke).\n"

@@ -393,7 +393,8 @@ def baselines(cells: list[Cell], planned, options) -> list[dict]:
         data_key = json.dumps(config.data.to_dict(), sort_keys=True, default=str)
         described = [f"{k}={v}" for k, v in cell.assignments if k.startswith("data.")]
         group = groups.setdefault(data_key, {"label": ", ".join(described), "configs": {}})
-        group["configs"].setdefault(seed, config)
+        if config.data.label_noise or not group["configs"]:  # only the noise is drawn per seed
+            group["configs"].setdefault(seed, config)
     rows = []
     for group in groups.values():
         try:
@@ -402,8 +403,7 @@ def baselines(cells: list[Cell], planned, options) -> list[dict]:
             continue
         if any(s is None for s in summaries):
             continue
-        label = group["label"]
-        name = f"raw pixels, 3-NN ({label})" if label else "raw pixels, 3-NN"
+        name = f"raw pixels ({group['label']})" if group["label"] else "raw pixels"
         rows.append({"name": name, "seeds": sorted(group["configs"]), "summaries": summaries})
     return report.aggregate(rows, options.metrics)
 

