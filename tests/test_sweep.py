@@ -98,6 +98,13 @@ def test_cells_are_every_combination_and_the_second_stage_gets_only_the_shared_k
         cell, 0, str(tmp_path), job="supervised", overrides=[], then=LINEAR, then_overrides=[], group="g"
     )
     assert len(only) == 1  # a one-stage method (cross-entropy) is its own last stage
+    assert (
+        "--config.wandb.group=g" in first.overrides and "--config.wandb.name=" + cell.name + "/seed3" in first.overrides
+    )
+    untracked = sweep.stages(
+        cell, 0, str(tmp_path), job="pretrain", overrides=[], then=None, then_overrides=[], group=None
+    )
+    assert not any("wandb" in o for o in untracked[0].overrides)  # a config without a wandb section
 
 
 class FakeRunner(sweep.Runner):

@@ -134,17 +134,21 @@ def stages(
     overrides: Sequence[str],
     then: str | None,
     then_overrides: Sequence[str],
-    group: str,
+    group: str | None,
 ) -> list[Stage]:
     """The commands of one (cell, seed): its first stage and, for a pretrain job with `then`, the
-    second stage on the first's workdir."""
+    second stage on the first's workdir. `group`: the W&B group of the runs (None: a config
+    without a `wandb` section)."""
     root = os.path.join(workdir, cell.name, f"seed{seed}")
-    tracking = [f"--config.wandb.group={group}", f"--config.wandb.name={cell.name}/seed{seed}"]
+
+    def tracking(name: str) -> list[str]:
+        return [f"--config.wandb.group={group}", f"--config.wandb.name={name}"] if group else []
+
     first = Stage(
         "stage1",
         cell.config,
         os.path.join(root, "stage1"),
-        (*tracking, *overrides, *_overrides(cell.assignments), f"--config.seed={seed}"),
+        (*tracking(f"{cell.name}/seed{seed}"), *overrides, *_overrides(cell.assignments), f"--config.seed={seed}"),
     )
     if then is None or job != "pretrain":
         return [first]
@@ -153,8 +157,7 @@ def stages(
         then,
         os.path.join(root, "stage2"),
         (
-            f"--config.wandb.group={group}",
-            f"--config.wandb.name={cell.name}/seed{seed}/then",
+            *tracking(f"{cell.name}/seed{seed}/then"),
             *[o for o in overrides if o.removeprefix("--config.").startswith(SHARED_PREFIXES)],
             *then_overrides,
             *_overrides(cell.assignments, only_shared=True),
@@ -232,7 +235,7 @@ def plan(options) -> tuple[list[Cell], list[tuple[Cell, int, list[Stage]]]]:
         _check_grid_key(axis, base)
     cells = make_cells(options.config, axes)
     planned = []
-    group = options.name
+    group = options.name if _has_key(base, "wandb") else None
     for cell in cells:
         job = load_config(cell.config, options.overrides).job
         for seed in range(options.seeds):
