@@ -13,6 +13,8 @@ from jax_supcon.config import sibling
 def get_config():
     config = sibling(__file__, "digits_linear").get_config()
     config.job = "finetune"
+    config.linear_augment = True  # (linear_eval keys: not used by finetune, kept at their defaults)
+    config.precompute_features = False
     config.data.label_fraction = 0.1
     config.batch_size = 64
     config.total_steps = 150

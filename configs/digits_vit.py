@@ -12,6 +12,11 @@ from jax_supcon.config import sibling
 
 def get_config(variant: str = "supcon"):
     config = sibling(__file__, "digits_supcon").get_config(variant)
+    config.total_steps = 150  # the budget the README's ViT figures were measured at
+    config.eval_every_steps = 50
+    config.checkpoint_every_steps = 50
+    if variant == "supcon":
+        config.loss.temperature = 0.1
     config.model.name = "vit_tiny"
     config.model.patch_size = 4
     config.model.pool = "cls"

@@ -67,7 +67,10 @@ def pretrain_config():
 def linear_config():
     from configs import digits_linear
 
-    return tiny(digits_linear.get_config())
+    config = tiny(digits_linear.get_config())
+    config.linear_augment = True  # the path most linear-evaluation tests exercise (augmented views per step);
+    config.precompute_features = False  # the demo's precomputed features have tests of their own
+    return config
 
 
 def read_metrics(workdir):
