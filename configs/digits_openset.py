@@ -40,6 +40,5 @@ def get_config(method: str = "supcon"):
     config.total_steps = 150  # the budget and temperature the README's open-set figures were measured at
     config.checkpoint_every_steps = 50
     config.eval_every_steps = 0 if method == "ce" else 50
-    if method == "supcon":
-        config.loss.temperature = 0.1
+    config.loss.temperature = 0.1
     return open_set(config, method)

@@ -52,7 +52,7 @@ def options(workdir, config=SUPCON, **changes):
         "name": "test",
         "baselines": False,
         "overrides": list(TINY),
-        "then_overrides": list(TINY_THEN),
+        "then_overrides": list(TINY_THEN) if changes.get("then") else [],
         "command": "jax-supcon-sweep ...",
     }
     return sweep.Options(**(values | changes))
@@ -160,7 +160,9 @@ def test_a_2x2_sweep_aggregates_its_cells_resumes_and_survives_a_failed_run(tmp_
         assert cell["mean"]["test_top1"] == pytest.approx(np.mean(summaries))
         assert cell["std"]["test_top1"] == pytest.approx(np.std(summaries, ddof=1))
     failed = [c for c in on_disk["cells"] if c["failures"]]
-    assert len(failed) == 1 and failed[0]["failures"][0]["error"].endswith("the training diverged at step 2 (loss nan)")
+    assert len(failed) == 1 and failed[0]["failures"][0]["error"].endswith(
+        "diverged at step 2 (loss nan) (exit code 1)"
+    )
     table = (tmp_path / "sweep.md").read_text()
     best = max(on_disk["cells"], key=lambda c: c["mean"]["test_top1"])
     assert f"| {best['name']} | **{best['mean']['test_top1']:.4f} ± {best['std']['test_top1']:.4f}** | 3/3 |" in table
@@ -173,11 +175,13 @@ def test_a_2x2_sweep_aggregates_its_cells_resumes_and_survives_a_failed_run(tmp_
     ]
     assert not any(c["failures"] for c in record["cells"])
 
-    other = run._replace(workdir=str(tmp_path / "other"), grid=[], then=None, seeds=1)
+    other = run._replace(workdir=str(tmp_path / "other"), grid=[], then=None, then_overrides=[], seeds=1)
     sweep.run_sweep(other)
     record, _ = sweep.run_sweep(other._replace(overrides=[*TINY, "--config.total_steps=5"]))
     (failure,) = record["cells"][0]["failures"]  # a finished run with other values is not reused
-    assert "finished with total_steps=2, not 5; use another --workdir" in failure["error"]
+    assert "finished with another command (overrides --config.total_steps=5); use another --workdir" in failure["error"]
+    record, _ = sweep.run_sweep(other._replace(config=SIMCLR))
+    assert "finished with another command (config " in record["cells"][0]["failures"][0]["error"]
 
 
 class InProcessRunner(sweep.Runner):
@@ -225,6 +229,11 @@ def run_cli(*args, cwd):
         ({"overrides": ["--config.loss.temprature=0.1"]}, "unknown config key 'loss.temprature'"),
         ({"then": LINEAR, "then_overrides": ["--config.optimizer.nme=sgd"]}, "unknown config key 'optimizer.nme'"),
         ({"overrides": ["--config.seed=3"]}, "the sweep sets config.seed itself"),
+        ({"then_overrides": ["--config.total_steps=3"]}, "--then.total_steps=3 needs --then=FILE"),
+        (
+            {"then": LINEAR, "then_overrides": ["--config.data.image_size=12"]},
+            "stage 2 would read data.image_size=12, stage 1 data.image_size=8",
+        ),
     ],
 )
 def test_bad_input_names_the_value_and_nothing_is_written(changes, message, tmp_path):

@@ -51,6 +51,8 @@ def flag_error_line(error: Exception) -> str:
         return f"unknown config key {key!r}" + "".join(f"; {line}" for line in lines[1:])
     if isinstance(error, OSError):  # ml_collections' report of a config file: its last line says why
         lines = ["cannot load --config:", *lines[-1:]]
+    elif any(line.startswith("Traceback") for line in lines):  # an exception in a config file: its last line
+        lines = [lines[0].split("Traceback")[0].rstrip(":"), lines[-1]]
     return " ".join(" ".join(lines).split())
 
 

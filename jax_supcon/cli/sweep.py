@@ -52,6 +52,8 @@ from absl import app, flags
 from jax_supcon import cli
 
 SHARED_PREFIXES = ("data.", "wandb.")  # grid keys the second stage gets too
+IN_MEMORY_DATA = ("digits", "mnist5k", "synthetic")  # the sources with a raw-pixel baseline
+OPERATIONAL_DATA_KEYS = ("prefetch_to_device", "verify_files", "skip_corrupt", "tfds_data_dir", "shuffle_buffer")
 STAGE_FILE = "summary.json"
 
 
@@ -213,6 +215,19 @@ def check_stage(cell: Cell, stage: Stage):
     return config
 
 
+# What stage 2 must share with stage 1 (label_fraction may differ: semi-supervised protocols).
+SAME_DATA_KEYS = ("name", "image_size", "train_split", "eval_split", "train_classes", "train_fraction", "label_noise")
+
+
+def _check_same_data(cell: Cell, first, second) -> None:
+    for key in SAME_DATA_KEYS:
+        if first.data.get(key) != second.data.get(key):
+            raise ValueError(
+                f"cell {cell.name}: stage 2 would read data.{key}={second.data.get(key)!r}, stage 1 "
+                f"data.{key}={first.data.get(key)!r}; use a --then config for the same data (or --then.data.{key}=...)"
+            )
+
+
 def _check_grid_key(axis: Axis, config) -> None:
     if axis.key != "config" and not _has_key(config, axis.key):
         raise ValueError(f"--grid={axis.key}=...: unknown config key {axis.key!r}")
@@ -230,6 +245,8 @@ def plan(options) -> tuple[list[Cell], list[tuple[Cell, int, list[Stage]]]]:
         raise ValueError(f"--grid names a key twice ({keys}); give each key one --grid")
     if "seed" in keys or any(o.startswith("--config.seed=") for o in options.overrides):
         raise ValueError("the sweep sets config.seed itself (0..N-1 with --seeds=N); drop the seed override")
+    if options.then_overrides and not options.then:
+        raise ValueError(f"{options.then_overrides[0].replace('--config.', '--then.', 1)} needs --then=FILE")
     base = load_config(options.config, options.overrides)
     for axis in axes:
         _check_grid_key(axis, base)
@@ -237,7 +254,7 @@ def plan(options) -> tuple[list[Cell], list[tuple[Cell, int, list[Stage]]]]:
     planned = []
     group = options.name if _has_key(base, "wandb") else None
     for cell in cells:
-        job = load_config(cell.config, options.overrides).job
+        job = load_config(cell.config, [*options.overrides, *_overrides(cell.assignments)]).job
         for seed in range(options.seeds):
             cell_stages = stages(
                 cell,
@@ -250,8 +267,9 @@ def plan(options) -> tuple[list[Cell], list[tuple[Cell, int, list[Stage]]]]:
                 group=group,
             )
             if seed == 0:
-                for stage in cell_stages:
-                    check_stage(cell, stage)
+                checked = [check_stage(cell, stage) for stage in cell_stages]
+                if len(checked) == 2:
+                    _check_same_data(cell, *checked)
             planned.append((cell, seed, cell_stages))
     return cells, planned
 
@@ -262,14 +280,19 @@ class Outcome(NamedTuple):
     failure: dict | None  # {"seed", "stage", "error", "log"}
 
 
-def _last_line(log: str) -> str:
+def _failure_line(log: str, code: int) -> str:
+    """Why the stage's last attempt failed: its last `jax-supcon...` line (the one-line error or
+    stop), else its last line, with the exit status."""
     try:
         with open(log, errors="replace") as f:
             lines = [line.strip() for line in f if line.strip()]
     except OSError:
-        return "no output"
-    errors = [line for line in lines if "error" in line.lower() or line.startswith("jax-supcon")]
-    return (errors or lines or ["no output"])[-1][:500]
+        lines = []
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    attempt = lines[starts[-1] + 1 :] if starts else lines  # this attempt's output only
+    said = [line for line in attempt if line.startswith("jax-supcon")]
+    status = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    return f"{(said or attempt or ['no output'])[-1][:400]} ({status})"
 
 
 def _read_summary(workdir: str) -> dict | None:
@@ -280,24 +303,38 @@ def _read_summary(workdir: str) -> dict | None:
         return json.load(f)
 
 
-def _check_finished(stage: Stage) -> None:
-    """A finished stage is reused only when the values the sweep sets are still the ones it ran with."""
-    with open(os.path.join(stage.workdir, "config.json")) as f:
-        saved = json.load(f)
-    wanted = load_config(stage.config, stage.overrides)
-    given = dict(o.removeprefix("--config.").partition("=")[::2] for o in stage.overrides)  # the last one counts
-    for key, value in given.items():
-        if key.startswith("wandb.") or key == "pretrained_workdir":
-            continue
-        node_saved, node_wanted = saved, wanted
-        for part in key.split("."):
-            node_saved = node_saved.get(part) if isinstance(node_saved, dict) else None
-            node_wanted = node_wanted[part]
-        if json.loads(json.dumps(node_wanted, default=list)) != node_saved:
-            raise ValueError(
-                f"{stage.workdir} finished with {key}={json.dumps(node_saved)}, not {value}; "
-                "use another --workdir for other values"
-            )
+def command_record(stage: Stage) -> dict:
+    """What a stage's result depends on, as the sweep ran it: the config file (absolute) and the
+    overrides (W&B's left out: they may change)."""
+    file, sep, arg = stage.config.partition(":")
+    return {
+        "config": os.path.abspath(file) + sep + arg,
+        "overrides": [o for o in stage.overrides if not o.startswith("--config.wandb.")],
+    }
+
+
+def _record_path(stage: Stage) -> str:
+    return f"{stage.workdir}.command.json"
+
+
+def check_reusable(stage: Stage) -> None:
+    """A finished stage counts only if this sweep's command for it is the one that ran it."""
+    path = _record_path(stage)
+    if not os.path.exists(path):
+        raise ValueError(
+            f"{stage.workdir} holds a finished run this sweep did not start (no {path}); use another --workdir"
+        )
+    with open(path) as f:
+        recorded = json.load(f)
+    wanted = command_record(stage)
+    if recorded != wanted:
+        changed = [k for k in ("config", "overrides") if recorded.get(k) != wanted[k]]
+        if changed == ["overrides"]:
+            differ = sorted(set(recorded["overrides"]) ^ set(wanted["overrides"]))
+            detail = "overrides " + " ".join(differ)
+        else:
+            detail = f"config {recorded.get('config')} vs {wanted['config']}"
+        raise ValueError(f"{stage.workdir} finished with another command ({detail}); use another --workdir")
 
 
 class Runner:
@@ -312,6 +349,7 @@ class Runner:
         for slot in range(parallel):
             self._slots.put(slot)
         self._gpus = gpus_per_cell
+        self._parallel = parallel
 
     def stop(self, signum=None, frame=None) -> None:
         self.stopping.set()
@@ -320,9 +358,15 @@ class Runner:
                 process.send_signal(signal.SIGTERM)
 
     def environment(self, slot: int) -> dict[str, str]:
+        """Slot `slot`'s GPUs (of $CUDA_VISIBLE_DEVICES where set); stages sharing the GPUs do not
+        each pre-allocate most of their memory."""
         env = dict(os.environ)
         if self._gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(slot * self._gpus + i) for i in range(self._gpus))
+            visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+            ids = range(slot * self._gpus, (slot + 1) * self._gpus)
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[i] if i < len(visible) else str(i) for i in ids)
+        elif self._parallel > 1:
+            env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         return env
 
     def run_stage(self, stage: Stage, slot: int) -> int:
@@ -340,8 +384,14 @@ class Runner:
             log.flush()
             with self._lock:
                 if self.stopping.is_set():
-                    return -1
-                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.environment(slot))
+                    return 0
+                process = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.environment(slot),
+                    start_new_session=True,  # Ctrl-C reaches the sweep, which asks the stages to stop (SIGTERM)
+                )
                 self._processes.add(process)
             code = process.wait()
             with self._lock:
@@ -349,30 +399,33 @@ class Runner:
         return code
 
     def run(self, seed: int, cell_stages: list[Stage]) -> Outcome:
-        """The stages of one (cell, seed), the finished ones skipped."""
+        """The stages of one (cell, seed), the finished ones skipped. Whatever goes wrong is this
+        run's failure, never the sweep's."""
         slot = self._slots.get()
+        stage = cell_stages[0]
         try:
             seconds = 0.0
             summary = None
             for stage in cell_stages:
                 summary = _read_summary(stage.workdir)
                 if summary is not None:
-                    try:
-                        _check_finished(stage)
-                    except ValueError as error:
-                        return Outcome(None, None, _failure(seed, stage, str(error)))
+                    check_reusable(stage)
                 else:
                     if self.stopping.is_set():
                         return Outcome(None, None, None)
                     os.makedirs(os.path.dirname(stage.workdir), exist_ok=True)
+                    with open(_record_path(stage), "w") as f:  # what the stage's result will depend on
+                        json.dump(command_record(stage), f, indent=1)
                     code = self.run_stage(stage, slot)
                     summary = _read_summary(stage.workdir)
                     if summary is None:
-                        if code == 0 or self.stopping.is_set():  # stopped on request: resumed next time
+                        if code == 0:  # stopped (SIGTERM) with a checkpoint: resumed by the next call
                             return Outcome(None, None, None)
-                        return Outcome(None, None, _failure(seed, stage, _last_line(f"{stage.workdir}.log")))
+                        return Outcome(None, None, _failure(seed, stage, _failure_line(f"{stage.workdir}.log", code)))
                 seconds += float(summary.get("train_seconds") or 0.0)
             return Outcome(summary, seconds, None)
+        except Exception as error:  # noqa: BLE001 (a damaged workdir, a full disk: reported with the run)
+            return Outcome(None, None, _failure(seed, stage, f"{type(error).__name__}: {error}"))
         finally:
             self._slots.put(slot)
 
@@ -393,7 +446,10 @@ def baselines(cells: list[Cell], planned, options) -> list[dict]:
     groups: dict[str, dict] = {}
     for cell, seed, cell_stages in planned:
         config = load_config(cell_stages[0].config, cell_stages[0].overrides)
-        data_key = json.dumps(config.data.to_dict(), sort_keys=True, default=str)
+        if config.data.name not in IN_MEMORY_DATA:  # pixel by pixel only where the data is small
+            continue
+        data = {k: v for k, v in config.data.to_dict().items() if k not in OPERATIONAL_DATA_KEYS}
+        data_key = json.dumps(data, sort_keys=True, default=str)
         described = [f"{k}={v}" for k, v in cell.assignments if k.startswith("data.")]
         group = groups.setdefault(data_key, {"label": ", ".join(described), "configs": {}})
         if config.data.label_noise or not group["configs"]:  # only the noise is drawn per seed
@@ -402,7 +458,7 @@ def baselines(cells: list[Cell], planned, options) -> list[dict]:
     for group in groups.values():
         try:
             summaries = [raw_pixel_metrics(config) for config in group["configs"].values()]
-        except ValueError:  # data its runs cannot use either (reported as their failure)
+        except Exception:  # noqa: BLE001 (data its runs cannot use either: reported as their failure)
             continue
         if any(s is None for s in summaries):
             continue
@@ -542,6 +598,8 @@ def main(argv: list[str]) -> None:
     with open(paths[1]) as table:
         print(table.read())
     print("written: " + ", ".join(paths))
+    if record["stopped"]:
+        print("jax-supcon-sweep: stopped; the same command resumes the unfinished runs", file=sys.stderr)
     failed = sum(len(cell["failures"]) for cell in record["cells"])
     if failed:
         print(f"jax-supcon-sweep: {failed} run(s) failed; see sweep.md", file=sys.stderr)

@@ -27,7 +27,7 @@ def metric_value(summary: dict | None, name: str) -> float | None:
     for key in (name, f"val/encoder/{name}"):
         value = (summary or {}).get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return float(value) if math.isfinite(value) else None  # a diverged metric is no value
     return None
 
 

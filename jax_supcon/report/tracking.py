@@ -66,7 +66,20 @@ class Tracker:
         if os.path.exists(id_file):
             with open(id_file) as f:
                 run_id = f.read().strip()
-        self._run = wandb.init(
+        self.workdir = workdir
+        try:
+            self._run = self._init(wandb, workdir, section, run_id, plain_config, config.job)
+        except Exception as error:  # noqa: BLE001 (no API key, no network: the user's to fix)
+            raise ValueError(
+                f"wandb.init failed ({type(error).__name__}: {' '.join(str(error).split())[:300]}); "
+                "check wandb.* or W&B's login"
+            ) from None
+        with open(id_file, "w") as f:
+            f.write(run_id + "\n")
+
+    @staticmethod
+    def _init(wandb, workdir, section, run_id, plain_config, job):
+        return wandb.init(
             project=section.project,
             entity=section.entity or None,
             name=section.name or os.path.basename(os.path.normpath(workdir)),
@@ -77,11 +90,9 @@ class Tracker:
             id=run_id,
             resume="allow",
             config=plain_config,
-            job_type=config.job,
+            job_type=job,
             settings=wandb.Settings(quiet=True),
         )
-        with open(id_file, "w") as f:
-            f.write(run_id + "\n")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self._run.log(dict(metrics), step=step)
@@ -110,6 +121,8 @@ def start(workdir: str, config: ml_collections.ConfigDict, plain_config: dict) -
 
     if not enabled(config) or not is_main_process():
         return None
+    if _ACTIVE is not None and _ACTIVE.workdir != workdir:
+        abandon(exit_code=1)  # a job in this process that never finished its run
     if _ACTIVE is None:
         _ACTIVE = Tracker(workdir, config, plain_config)
     return _ACTIVE
@@ -123,9 +136,10 @@ def finish(summary: dict, plots: list[str]) -> None:
         tracker.finish(summary, plots)
 
 
-def abandon() -> None:
-    """A job that fails ends its W&B run as failed (so the next job in this process starts its own)."""
+def abandon(exit_code: int) -> None:
+    """End the active W&B run without a summary: a job that failed (exit code 1) or stopped to be
+    resumed (0). The next job in this process then starts its own."""
     global _ACTIVE
     if _ACTIVE is not None and "wandb" in sys.modules:
         tracker, _ACTIVE = _ACTIVE, None
-        tracker._run.finish(exit_code=1)
+        tracker._run.finish(exit_code=exit_code)

@@ -155,15 +155,20 @@ def training_run(
 ) -> Iterator[TrainingRun]:
     """A job's training: the metric logger is opened here, and however the run ends it is closed
     and the checkpointer's pending saves are written."""
-    logger = MetricLogger(workdir, job, config)
+    logger = None
     try:
+        logger = MetricLogger(workdir, job, config)
         yield TrainingRun(config, checkpointer, logger)
+    except Preempted:
+        tracking.abandon(exit_code=0)  # stopped to be resumed: the W&B run goes on then
+        raise
     except BaseException:
-        tracking.abandon()  # the W&B run (if any) ends as failed
+        tracking.abandon(exit_code=1)  # the W&B run (if any) ends as failed
         raise
     finally:
         checkpointer.close()
-        logger.close()
+        if logger is not None:
+            logger.close()
 
 
 def run_summary(job: str, total_steps: int, last: dict[str, float], started: float, mesh: Mesh) -> dict:
