@@ -127,14 +127,25 @@ def training_curves(records: Sequence[dict], path: str, *, title: str = "") -> s
     fig = Figure(figsize=(4.6 * columns, 3.4 * rows), dpi=110)
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax, (panel, members) in zip(axes.flat, panels.items(), strict=False):
-        for key in members:
-            points = [(r["step"], r[key]) for r in records if key in r]
+        series = {key: [(r["step"], r[key]) for r in records if key in r] for key in members}
+        name = panel if len(members) > 1 else members[0]
+        if all(len(points) == 1 for points in series.values()):  # logged once (validation at the end): bars
+            names = [key.rsplit("/", 1)[-1] for key in members][::-1]
+            values = [series[key][0][1] for key in members][::-1]
+            ax.barh(names, values, color="tab:blue")
+            for y, value in enumerate(values):
+                ax.text(value, y, f" {value:.4g}", va="center", fontsize=7)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.set_title(f"{name} (step {series[members[0]][0][0]})")
+            ax.grid(axis="x", alpha=0.3)
+            continue
+        for key, points in series.items():
             steps, values = zip(*points, strict=True)
             label = key.rsplit("/", 1)[-1] if len(members) > 1 else None
             ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=label)
         if len(members) > 1:
             ax.legend(fontsize=7)
-        ax.set_title(panel)
+        ax.set_title(name)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
