@@ -244,7 +244,11 @@ def test_embedding_maps_and_curves_are_written(tmp_path):
     curves = visualize.training_curves(
         [{"step": s, "loss": 1 / s, "val/encoder/knn_top1": s / 10} for s in range(1, 5)], str(tmp_path / "c.png")
     )
-    for path in paths + [curves]:
+    once = visualize.training_curves(  # validation logged once, at the end: drawn as bars
+        [{"step": s, "loss": 1 / s} for s in range(1, 5)] + [{"step": 4, "val/encoder/knn_top1": 0.9}],
+        str(tmp_path / "once.png"),
+    )
+    for path in paths + [curves, once]:
         assert_png(path)
 
 
