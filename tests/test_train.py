@@ -209,7 +209,7 @@ BAD_INPUTS = [  # (config file, override, the one line on stderr after "jax-supc
     (LINEAR, "--config.checkpoint=bestest", "checkpoint='bestest'; allowed: 'latest', 'best' or a step number"),
     (
         LINEAR,
-        "--config.precompute_features=True",
+        "--config.linear_augment=True",  # the recipe precomputes its features
         "precompute_features=True needs linear_augment=False (augmented views change every step)",
     ),
 ]
@@ -290,12 +290,13 @@ def test_resuming_with_other_settings_is_refused_but_longer_training_is_allowed(
     pretrain.train_and_evaluate(pretrain_config, workdir, mesh=mesh)
     with open(os.path.join(workdir, "config.json")) as f:
         before = f.read()
-    pretrain_config.loss.temperature = 0.2
+    recorded = pretrain_config.loss.temperature
+    pretrain_config.loss.temperature = 2 * recorded
     with pytest.raises(ValueError, match="holds a run with a different loss"):
         pretrain.train_and_evaluate(pretrain_config, workdir, mesh=mesh)
     with open(os.path.join(workdir, "config.json")) as f:
         assert f.read() == before  # the refused start changed nothing
-    pretrain_config.loss.temperature = 0.1
+    pretrain_config.loss.temperature = recorded
     pretrain_config.total_steps = 4
     assert pretrain.train_and_evaluate(pretrain_config, workdir, mesh=mesh)["steps"] == 4
 
@@ -391,7 +392,8 @@ def test_a_diverged_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
         "--config.total_steps=6",
         "--config.log_every_steps=3",
         "--config.checkpoint_every_steps=1",
-        "--config.optimizer.learning_rate=1e38",  # the first update overflows the weights
+        "--config.optimizer.learning_rate=1e38",  # the first update overflows the weights (at T 0.1)
+        "--config.loss.temperature=0.1",
     ]
     result = run_cli(*args)
     assert result.returncode == 1, result.stderr[-2000:]
