@@ -26,6 +26,18 @@ def mnist5k(config):
     return config
 
 
+def mnist5k_budget(config, *, validate: bool = True):
+    """MNIST-5k at the budget its comparisons share: 300 steps of batch 128, validation (when the
+    job has it) and checkpoints every 100 steps."""
+    mnist5k(config)
+    config.batch_size = 128
+    config.total_steps = 300
+    config.eval_every_steps = 100 if validate else 0
+    config.checkpoint_every_steps = 100
+    config.log_every_steps = 50
+    return config
+
+
 def cifar(config, dataset: str):
     """CIFAR-10 or CIFAR-100 from tfds at 32x32, normalised with SupContrast's constants (set
     after `config.augment`: the block changes only its mean and std)."""

@@ -18,10 +18,4 @@ def get_config(method: str = "supcon"):
     if method not in METHODS:
         raise ValueError(f"config argument {method!r}; allowed: {METHODS}")
     config = sibling(__file__, "digits_openset").get_config(method)
-    sibling(__file__, "datasets").mnist5k(config)
-    config.batch_size = 128
-    config.total_steps = 300
-    config.eval_every_steps = 0 if method == "ce" else 100
-    config.checkpoint_every_steps = 100
-    config.log_every_steps = 50
-    return config
+    return sibling(__file__, "datasets").mnist5k_budget(config, validate=method != "ce")

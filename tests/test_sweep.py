@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import TINY_CLI
 
 from jax_supcon.cli import sweep
 from jax_supcon.report import sweep as report
@@ -19,18 +20,7 @@ SUPCON = os.path.join(ROOT, "configs", "digits_supcon.py")
 SIMCLR = f"{SUPCON}:simclr"
 CE = os.path.join(ROOT, "configs", "digits_ce.py")
 LINEAR = os.path.join(ROOT, "configs", "digits_linear.py")
-TINY = [
-    "--config.model.name=resnet_tiny",
-    "--config.model.width=0.125",
-    "--config.model.proj_dim=8",
-    "--config.data.image_size=8",
-    "--config.batch_size=16",
-    "--config.eval_batch_size=64",
-    "--config.total_steps=2",
-    "--config.optimizer.warmup_steps=0",
-    "--config.eval_every_steps=0",
-    "--config.plots=False",
-]
+TINY = [*TINY_CLI[1:], "--config.total_steps=2"]  # conftest's tiny digits run, without its config file
 TINY_THEN = ["--config.batch_size=16", "--config.eval_batch_size=64", "--config.total_steps=2"]
 
 
