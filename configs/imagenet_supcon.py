@@ -47,6 +47,10 @@ def get_config(arg: str | None = None):
     config.model.head = "mlp"
     config.model.proj_dim = 128
     config.model.dtype = "bfloat16"
+    # supcon and simclr follow Google's TensorFlow code, whose ResNet starts each residual branch's
+    # last BatchNorm scale at zero; moco_v2 follows torchvision's default (one). The run stops if
+    # its projections collapse (README, Training health).
+    config.model.zero_init_residual = method in ("supcon", "simclr")
     config.loss.name = "simclr" if method in ("simclr", "moco_v2") else "supcon"
     config.loss.temperature = 0.1
     config.optimizer.name = "lars"

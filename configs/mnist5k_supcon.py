@@ -21,8 +21,6 @@ def get_config(method: str = "supcon"):
         config = sibling(__file__, "digits_ce").get_config()
     else:
         config = sibling(__file__, "digits_supcon").get_config("simclr" if method == "simclr" else "supcon")
-    if method != "simclr":  # (unused by triplet and cross-entropy)
-        config.loss.temperature = 0.2  # at 0.1, 2 of 3 seeds collapsed here (as on digits): see the README
     if method == "triplet":
         config.loss.name = "triplet"
         config.loss.mining = "semi_hard"

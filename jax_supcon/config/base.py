@@ -89,6 +89,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Recompute each residual block in the backward pass instead of keeping its activations: for
     # batches whose activations do not fit, at about one more forward pass of compute.
     config.model.remat = False
+    # ResNets: start the last BatchNorm scale of every residual branch at 0 (Goyal et al. 2017; Google's
+    # TensorFlow SimCLR/SupCon code) instead of 1 (SupContrast, torchvision). At 0 SupCon at T 0.1
+    # collapsed on some digits seeds: see README, Training health.
+    config.model.zero_init_residual = False
     # A torchvision/timm ResNet state dict (.safetensors; .pth with torch) the encoder starts
     # from (pretrain, supervised); "" random. See jax_supcon/models/weights.py.
     config.model.init_from = ""

@@ -46,7 +46,7 @@ def position_grid(model_config: ml_collections.ConfigDict) -> int | None:
 def create_encoder(
     model_config: ml_collections.ConfigDict, *, cpu_convolutions: bool | None = None
 ) -> ResNet | VisionTransformer:
-    """The encoder named by `config.model`: a ResNet (name, width, stem, dtype, remat) or a ViT
+    """The encoder named by `config.model`: a ResNet (name, width, stem, dtype, remat, zero_init_residual) or a ViT
     (name, patch_size, pool, num_heads, drop_path, dropout, dtype, remat, scan). `cpu_convolutions`
     None: as `jax_supcon.platform` decided for this process (see `platform.cpu_convolutions`)."""
     dtype = compute_dtype(model_config.get("dtype", "float32"))
@@ -72,6 +72,7 @@ def create_encoder(
         dtype=dtype,
         remat=model_config.get("remat", False),
         cpu_convolutions=cpu_convolutions,
+        zero_init_residual=model_config.get("zero_init_residual", False),
     )
 
 
@@ -99,7 +100,7 @@ def validate_model_config(model: ml_collections.ConfigDict, image_size: int | No
     ):
         if model[key] not in allowed:
             raise ValueError(f"model.{key}={model[key]!r}; allowed: {allowed}")
-    for key in ("remat", "scan"):
+    for key in ("remat", "scan", "zero_init_residual"):
         if not isinstance(model.get(key, False), bool):
             raise ValueError(f"model.{key}={model[key]!r}; allowed: True, False")
     if not model.width > 0 or model.proj_dim < 1:

@@ -4,6 +4,11 @@ Layer shapes follow torchvision, so parameter counts match it (ResNet-50 with a 
 layer: 25,557,032). `stem="cifar"` is the 3x3 stride-1 stem without max-pool used for 32x32
 images by the SupCon reference; `width` multiplies every channel count. The encoder returns the
 globally average-pooled feature vector (2048 * width for ResNet-50).
+
+The last BatchNorm of each residual branch starts with scale one, as in SupContrast's
+`resnet_big.py` and torchvision; `zero_init_residual=True` starts it at zero (Goyal et al. 2017,
+as Google's TensorFlow SimCLR and SupCon code do), so every block starts as the identity. With the
+zero scale the digits recipe collapses at temperature 0.1 on some seeds (README, Training health).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class BasicBlock(nn.Module):
     strides: int
     conv: Callable[..., nn.Module]
     norm: Callable[..., nn.Module]
+    zero_init_residual: bool = False
 
     expansion = 1
 
@@ -37,7 +43,7 @@ class BasicBlock(nn.Module):
         y = self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=((1, 1), (1, 1)))(x)
         y = nn.relu(self.norm()(y))
         y = self.conv(self.filters, (3, 3), padding=((1, 1), (1, 1)))(y)
-        y = self.norm(scale_init=nn.initializers.zeros)(y)
+        y = self.norm(scale_init=_last_scale_init(self.zero_init_residual))(y)
         if residual.shape != y.shape:
             residual = self.conv(self.filters, (1, 1), (self.strides, self.strides), name="proj")(x)
             residual = self.norm(name="proj_norm")(residual)
@@ -51,6 +57,7 @@ class Bottleneck(nn.Module):
     strides: int
     conv: Callable[..., nn.Module]
     norm: Callable[..., nn.Module]
+    zero_init_residual: bool = False
 
     expansion = 4
 
@@ -61,7 +68,7 @@ class Bottleneck(nn.Module):
         y = self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=((1, 1), (1, 1)))(y)
         y = nn.relu(self.norm()(y))
         y = self.conv(self.filters * 4, (1, 1))(y)
-        y = self.norm(scale_init=nn.initializers.zeros)(y)
+        y = self.norm(scale_init=_last_scale_init(self.zero_init_residual))(y)
         if residual.shape != y.shape:
             residual = self.conv(self.filters * 4, (1, 1), (self.strides, self.strides), name="proj")(x)
             residual = self.norm(name="proj_norm")(residual)
@@ -78,6 +85,7 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     remat: bool = False  # recompute each residual block's activations in the backward pass
     cpu_convolutions: bool = False  # strided convolutions with a backward pass suited to XLA:CPU (conv.py)
+    zero_init_residual: bool = False  # the last BatchNorm scale of each residual branch starts at 0 (else 1)
 
     @property
     def feature_dim(self) -> int:
@@ -109,8 +117,15 @@ class ResNet(nn.Module):
             filters = _channels(64 * 2**stage, self.width)
             for index in range(num_blocks):
                 strides = 2 if stage > 0 and index == 0 else 1
-                x = block(filters, strides, conv, norm, name=f"stage{stage + 1}_block{index + 1}")(x)
+                x = block(
+                    filters, strides, conv, norm, self.zero_init_residual, name=f"stage{stage + 1}_block{index + 1}"
+                )(x)
         return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+
+def _last_scale_init(zero_init_residual: bool) -> Callable:
+    """The initial scale of a residual branch's last BatchNorm: 0 (the block starts as the identity) or 1."""
+    return nn.initializers.zeros if zero_init_residual else nn.initializers.ones
 
 
 def _channels(base: int, width: float) -> int:
@@ -138,9 +153,11 @@ def create_resnet(
     dtype: Any = jnp.float32,
     remat: bool = False,
     cpu_convolutions: bool = False,
+    zero_init_residual: bool = False,
 ) -> ResNet:
     """Build a named ResNet; a one-line ValueError lists the names when `name` is unknown.
-    `cpu_convolutions` changes how strided convolutions are differentiated, not what they compute."""
+    `cpu_convolutions` changes how strided convolutions are differentiated, not what they compute;
+    `zero_init_residual` starts each residual branch's last BatchNorm scale at zero instead of one."""
     if name not in ARCHITECTURES:
         raise ValueError(f"model.name={name!r}; allowed: {sorted(ARCHITECTURES)}")
     if stem not in STEMS:
@@ -156,4 +173,5 @@ def create_resnet(
         dtype=dtype,
         remat=remat,
         cpu_convolutions=cpu_convolutions,
+        zero_init_residual=zero_init_residual,
     )

@@ -167,6 +167,7 @@ ADDED_KEYS = {
         "num_heads": 0,
         "scan": False,
         "pos_image_size": 0,
+        "zero_init_residual": True,  # ResNets were built with zero-scale residual branches until 2026-12-07
     },
     "loss": {"queue_size": 0, "queue_views": "all"},
     "optimizer": {"encoder_lr_multiplier": 1.0, "layer_decay": 1.0},
