@@ -174,6 +174,30 @@ def test_a_2x2_sweep_aggregates_its_cells_resumes_and_survives_a_failed_run(tmp_
     assert "finished with another command (config " in record["cells"][0]["failures"][0]["error"]
 
 
+class CollapsingRunner(FakeRunner):
+    """Its runs finish with a stage 1 that collapsed under stop_on_collapse=False, seed 1 excepted."""
+
+    def run_stage(self, stage, slot):
+        code = super().run_stage(stage, slot)
+        if stage.label == "stage1" and "seed1" not in stage.workdir:
+            path = os.path.join(stage.workdir, "summary.json")
+            summary = read_json(path) | {"collapsed_at_step": 7, "collapse_detected_at_step": 75}
+            with open(path, "w") as f:
+                json.dump(summary, f)
+        return code
+
+
+def test_a_run_whose_stage_1_collapsed_is_a_failure_never_a_value(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "Runner", CollapsingRunner)
+    record, _ = sweep.run_sweep(options(tmp_path, seeds=2, then=LINEAR))
+    (cell,) = record["cells"]
+    assert cell["values"]["test_top1"][0] is None and cell["values"]["test_top1"][1] is not None
+    (failure,) = cell["failures"]
+    assert (failure["seed"], failure["stage"]) == (0, "stage1")
+    assert failure["error"] == "the projections collapsed at step 7; not a result"
+    assert not os.path.exists(tmp_path / cell["name"] / "seed0" / "stage2")  # no stage 2 on a collapsed encoder
+
+
 class InProcessRunner(sweep.Runner):
     """Runs each stage's job in this process (on two of the fake devices) instead of a `jax-supcon` process."""
 

@@ -33,7 +33,7 @@ The run writes checkpoints/, metrics.jsonl, TensorBoard events, summary.json, re
 plots/ into --workdir; the same command again resumes from the latest checkpoint. Several
 processes (hosts): --coordinator_address, --num_processes, --process_id (or the JAX_* variables,
 or --distributed_auto on SLURM and TPU VMs). Exit codes: 0 done (or saved and stopped on
-SIGTERM), 1 the training diverged, 2 bad input.
+SIGTERM), 1 the training diverged or its projections collapsed, 2 bad input.
 
 Example (the demo's stage 1 and 2):
   jax-supcon --config=configs/digits_supcon.py --workdir=runs/demo/pretrain

@@ -422,6 +422,9 @@ class Runner:
                         if code == 0:  # stopped (SIGTERM) with a checkpoint: resumed by the next call
                             return Outcome(None, None, None)
                         return Outcome(None, None, _failure(seed, stage, _failure_line(f"{stage.workdir}.log", code)))
+                if summary.get("collapsed_at_step") is not None:  # finished with stop_on_collapse=False
+                    collapsed = f"the projections collapsed at step {summary['collapsed_at_step']}; not a result"
+                    return Outcome(None, None, _failure(seed, stage, collapsed))
                 seconds += float(summary.get("train_seconds") or 0.0)
             return Outcome(summary, seconds, None)
         except Exception as error:  # noqa: BLE001 (a damaged workdir, a full disk: reported with the run)

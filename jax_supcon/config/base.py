@@ -39,6 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.label_smoothing = 0.0  # linear_eval, supervised: cross-entropy label smoothing
     config.ema_decay = 0.0  # > 0 (e.g. 0.999): keep an exponential moving average of the weights
     config.eval_with_ema = False  # evaluate (validation, test accuracy, plots) with the EMA weights
+    # pretrain: a run whose projections collapse to one vector stops like a diverged one (exit code
+    # 1; rule in train/health.py); False: it warns once, goes on, and its summary says so.
+    config.stop_on_collapse = True
     config.online_probe = True  # pretrain: a linear classifier on stop-gradient features, logged as probe_top1
     config.pretrained_ema = False  # linear_eval / embed: restore the stage-1 run's EMA weights of the encoder
     config.precompute_features = False  # linear_eval without linear_augment: features computed once, then reused

@@ -75,6 +75,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"ema_decay={config.ema_decay} must be in [0, 1) (0: no EMA)")
     if config.eval_with_ema and not config.ema_decay:
         raise ValueError("eval_with_ema=True needs ema_decay > 0 (e.g. --config.ema_decay=0.999)")
+    if not isinstance(config.get("stop_on_collapse", True), bool):
+        raise ValueError(f"stop_on_collapse={config.stop_on_collapse!r}; allowed: True, False")
     if config.precompute_features and config.linear_augment:
         raise ValueError("precompute_features=True needs linear_augment=False (augmented views change every step)")
     sources.validate_data_config(config.data, config.batch_size)

@@ -17,7 +17,7 @@ from jax_supcon import losses, models, parallel
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.data import augment, pipeline
 from jax_supcon.evaluate import embeddings, retrieval, validation
-from jax_supcon.train import inputs, loop, preemption, pretrained
+from jax_supcon.train import health, inputs, loop, preemption, pretrained
 from jax_supcon.train import queue as feature_queue
 from jax_supcon.train import workdir as run_dir
 from jax_supcon.train.state import (
@@ -87,12 +87,15 @@ def pretrain_step(
     schedule: optax.Schedule,
     config: ml_collections.ConfigDict,
     mesh: Mesh,
+    total_steps: int | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """Augment the views on device, forward all of them as one batch, SupCon loss (plus the online
     probe's cross-entropy on stop-gradient features, which cannot reach the encoder), optax update.
     With a feature queue the loss also contrasts the queue's entries of earlier steps, and the
     step's features are written into it afterwards; with a momentum encoder, its keys are the
-    batch's contrast samples and what the queue receives (see `train/queue.py`, `momentum_step`)."""
+    batch's contrast samples and what the queue receives (see `train/queue.py`, `momentum_step`).
+    The metrics carry the step's health figures (`train/health.py`), the effective ranks on the
+    steps the loop logs (every `log_every_steps`, and the last when `total_steps` is given) only."""
     num_views = config.loss.num_views
     per_step = feature_queue.entries_per_step(config.loss, batch["label"].shape[0])
     contrast = feature_queue.contrast_arguments(
@@ -109,7 +112,7 @@ def pretrain_step(
         contrast["key_features"] = momentum["keys"].reshape(batch_size, num_views, -1)
 
     def loss_fn(params):
-        (z, probe_logits), updated = model.apply(
+        (z, probe_logits, features), updated = model.apply(
             {"params": params, "batch_stats": state.batch_stats},
             inputs,
             train=True,
@@ -126,9 +129,9 @@ def pretrain_step(
                 "probe_loss": losses.cross_entropy_loss(probe_logits, labels),
                 "probe_top1": jnp.mean(jnp.argmax(probe_logits, -1) == labels),
             }
-        return loss + probe.get("probe_loss", 0.0), (loss, probe, updated.get("batch_stats", {}), z)
+        return loss + probe.get("probe_loss", 0.0), (loss, probe, updated.get("batch_stats", {}), z, features)
 
-    (_, (loss, probe, batch_stats, z)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, (loss, probe, batch_stats, z, features)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = apply_gradients(state, grads, tx, batch_stats=batch_stats, ema_decay=config.ema_decay)
     entries = contrast.get("key_features", z)  # with a momentum encoder, its keys fill the queue
     queue = feature_queue.enqueue(state.queue, state.step, entries, batch["label"], config.loss.queue_views)
@@ -136,7 +139,31 @@ def pretrain_step(
     if momentum:
         new_state = new_state.replace(momentum=momentum["variables"])
     metrics = {"loss": loss, **probe, "learning_rate": schedule(state.step), "grad_norm": optax.global_norm(grads)}
+    logged = (state.step + 1) % config.log_every_steps == 0
+    if total_steps is not None:
+        logged |= state.step + 1 == total_steps
+    metrics |= step_health(z, features, batch["label"], loss, config.loss, mesh, contrast, with_ranks=logged)
     return new_state, metrics
+
+
+def step_health(
+    z: jax.Array,
+    features: jax.Array,
+    labels: jax.Array,
+    loss: jax.Array,
+    loss_config: ml_collections.ConfigDict,
+    mesh: Mesh,
+    contrast: dict[str, jax.Array],
+    *,
+    with_ranks: bool | jax.Array = True,
+) -> dict[str, jax.Array]:
+    """The step's health figures (`train/health.py`) from its own projections and features: the
+    loss's collapsed value is the configured loss on collapsed projections (and queue entries)."""
+    collapsed = contrastive_loss(
+        health.collapsed_like(z), labels, loss_config, mesh, health.collapsed_contrast(contrast)
+    )
+    positive_ids = jnp.arange(z.shape[0]) if loss_config.name == "simclr" else labels
+    return health.health_figures(z, features, positive_ids, loss, collapsed, with_ranks=with_ranks)
 
 
 @preemption.stops_on_sigterm
@@ -166,7 +193,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     run_dir.record_config(workdir, config)
     run_dir.write_parameter_overview(workdir, "pretrain", state.params)
     train_step = jit_train_step(
-        functools.partial(pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
+        functools.partial(
+            pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh, total_steps=total_steps
+        ),
         state_shardings(state),
         mesh,
     )
@@ -212,8 +241,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     batches = inputs.training_batches(train_source, config, state, mesh, views=config.loss.num_views)
     started = time.perf_counter()
     plots = []
+    watch = health.CollapseWatch(data.warmup_steps)
     with loop.training_run(workdir, "pretrain", config, checkpointer) as run:
-        state, last = run.run_steps(state, train_step, batches, total_steps, evaluate if validating else None)
+        state, last = run.run_steps(
+            state, train_step, batches, total_steps, evaluate if validating else None, collapse_watch=watch
+        )
         if config.plots:  # a collective: every process takes part (or none, when validation has it)
             shown = latest_shown.get(total_steps) or embed(state, shown_source)
         if config.plots and parallel.is_main_process():
@@ -224,6 +256,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     summary = loop.run_summary("pretrain", total_steps, last, started, mesh) | {
         k: v for k, v in (validated[-1] if validated else {}).items() if k != "step"
     }
+    # The last logged health figures, and the collapse when the run went on after one
+    # (stop_on_collapse=False): a collapsed run's figures are never read as a good run's.
+    summary |= {k: v for k, v in last.items() if k.startswith(health.PREFIX)}
+    summary |= {"collapsed_at_step": None} if watch.detected is None else watch.detected.summary()
     return run_dir.finish_run(workdir, config, summary, records, plots)
 
 

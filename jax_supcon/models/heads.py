@@ -66,10 +66,11 @@ class ContrastiveModel(nn.Module):
         return self.with_probe(x, train=train)[0]
 
     def with_probe(self, x, train: bool = True):
-        """(normalised projections, probe logits on stop-gradient features, or None without a probe)."""
+        """(normalised projections, probe logits on stop-gradient features or None without a
+        probe, encoder features): what a pretraining step trains on, monitors and measures."""
         features = self.encoder(x, train=train)
         logits = None if self.probe is None else self.probe(jax.lax.stop_gradient(features))
-        return l2_normalize(self.head(features)), logits
+        return l2_normalize(self.head(features)), logits, features
 
     def embed(self, x):
         """(encoder features, normalised projections) in inference mode: what evaluation uses."""

@@ -24,7 +24,8 @@ def config_summary(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
         ("data", f"{config.data.name}, {config.data.image_size}x{config.data.image_size}"),
         (
             "model",
-            f"{config.model.name} (width {config.model.width}, {config.model.stem} stem, {config.model.dtype}), "
+            f"{config.model.name} (width {config.model.width}, {config.model.stem} stem, {config.model.dtype}"
+            f"{', zero-init residual' if config.model.get('zero_init_residual', False) else ''}), "
             f"{config.model.head} head -> {config.model.proj_dim}",
         ),
         ("batch", f"{config.batch_size} global"),
@@ -50,6 +51,14 @@ def write_report(workdir: str, config: ml_collections.ConfigDict, summary: dict,
     lines = [
         f"# {config.job} run: {os.path.basename(os.path.abspath(workdir))}",
         "",
+    ]
+    if summary.get("collapsed_at_step") is not None:
+        lines += [
+            f"**This run collapsed**: every projection became one vector from step {summary['collapsed_at_step']} "
+            "(`stop_on_collapse=False` let it go on); its figures are not those of a trained encoder.",
+            "",
+        ]
+    lines += [
         "## Results",
         "",
         "| metric | value |",

@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.report import tracking
-from jax_supcon.train import preemption
+from jax_supcon.train import health, preemption
 from jax_supcon.train.preemption import Preempted
 from jax_supcon.train.state import FINITE, TrainState
 from jax_supcon.train.workdir import MetricLogger
@@ -29,6 +29,16 @@ from jax_supcon.train.workdir import MetricLogger
 
 class TrainingDiverged(RuntimeError):
     """The loss or the state became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class TrainingCollapsed(TrainingDiverged):
+    """The projections collapsed to one vector (`health.CollapseWatch`); the run stopped like a
+    diverged one, its checkpoints kept."""
+
+
+def _kept_checkpoints(checkpointer: Checkpointer) -> str:
+    good = checkpointer.latest_step()
+    return "No checkpoint was saved before it" if good is None else f"The last good checkpoint is step {good}"
 
 
 def _should_stop(step: int) -> bool:
@@ -50,13 +60,48 @@ def _check_finite(pending: list[tuple[int, dict]], checkpointer: Checkpointer) -
             checkpointer.wait()
             loss = float(metrics["loss"])
             what = f"loss is {loss}" if not np.isfinite(loss) else f"the parameters are not finite (loss {loss:.4g})"
-            good = checkpointer.latest_step()
-            kept = "no checkpoint was saved before it" if good is None else f"the last good checkpoint is step {good}"
             raise TrainingDiverged(
-                f"{what} at step {step}; stopped. {kept[0].upper()}{kept[1:]} "
+                f"{what} at step {step}; stopped. {_kept_checkpoints(checkpointer)} "
                 "(check the data, or lower the learning rate in a new --workdir)"
             )
     return [{k: v for k, v in metrics.items() if k != FINITE} for metrics in fetched]
+
+
+def _window_mean(values: list) -> float:
+    """The mean over the steps of a log window that measured the figure (NaN: a step that did not,
+    such as the effective ranks off log steps); NaN when none did."""
+    values = np.asarray(values, np.float64)
+    measured = values[~np.isnan(values)]
+    return float(measured.mean()) if measured.size else float("nan")
+
+
+def _watch_collapse(
+    watch: health.CollapseWatch,
+    steps: list[tuple[int, dict]],
+    config: ml_collections.ConfigDict,
+    checkpointer: Checkpointer,
+    logger: MetricLogger,
+) -> None:
+    """Apply the collapse rule to the steps just fetched: stop the run (`TrainingCollapsed`), or
+    with `stop_on_collapse=False` warn once and go on; the watch keeps what it found."""
+    collapse = watch.update(steps)
+    if collapse is None or watch.detected is not None:
+        return
+    watch.detected = collapse
+    advice = health.collapse_advice(config)
+    if config.get("stop_on_collapse", True):
+        checkpointer.wait()
+        latest = checkpointer.latest_step()
+        if latest is None:
+            kept = "No checkpoint was saved"
+        else:
+            when = "after the collapse began" if latest >= collapse.since else "before the collapse"
+            kept = f"The latest checkpoint is step {latest}, saved {when}"
+        raise TrainingCollapsed(
+            f"{collapse.describe()}; stopped. {kept} ({advice}, in a new --workdir; "
+            "--config.stop_on_collapse=False only warns)"
+        )
+    logger.warn(f"{collapse.describe()}; training goes on (stop_on_collapse=False): {advice}")
 
 
 def run_steps(
@@ -69,6 +114,7 @@ def run_steps(
     checkpointer: Checkpointer,
     logger: MetricLogger,
     evaluate: Callable[[TrainState], dict[str, float]] | None = None,
+    collapse_watch: health.CollapseWatch | None = None,
 ) -> tuple[TrainState, dict[str, float]]:
     """Run from `state.step` to `total_steps`: log every `log_every_steps`, run `evaluate` every
     `eval_every_steps` and at the end, checkpoint every `checkpoint_every_steps` and at the end
@@ -77,7 +123,9 @@ def run_steps(
     `state.jit_train_step`: a step whose loss or new state is NaN or infinite raises
     `TrainingDiverged` before any checkpoint of a diverged state is written; SIGTERM saves a
     checkpoint at the step reached and raises `Preempted` (and SIGTERM before the first step raises
-    it at once: see `preemption`)."""
+    it at once: see `preemption`). With a `collapse_watch` (pretraining: its steps report the
+    health figures), every step's figures are checked at log steps and a collapsed run stops with
+    `TrainingCollapsed` (`config.stop_on_collapse`, default True) or warns once."""
     start = int(jax.device_get(state.step))
     single_process = jax.process_count() == 1
     if single_process:
@@ -95,11 +143,14 @@ def run_steps(
             pending.append((step, metrics))
             if step % config.log_every_steps == 0 or step == total_steps:
                 fetched = _check_finite(pending, checkpointer)
-                last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+                last = {k: _window_mean([m[k] for m in fetched]) for k in fetched[0]}
                 now = time.perf_counter()
                 last["steps_per_s"] = (step - tick_step) / (now - tick)
                 tick, tick_step = now, step
                 logger.write(step, last, total_steps=total_steps)
+                if collapse_watch is not None:
+                    steps = [(done, metrics) for (done, _), metrics in zip(pending, fetched, strict=True)]
+                    _watch_collapse(collapse_watch, steps, config, checkpointer, logger)
                 pending = []
             evaluated = None
             if evaluate is not None and (step % config.eval_every_steps == 0 or step == total_steps):
@@ -135,6 +186,7 @@ class TrainingRun(NamedTuple):
         batches: Iterator[dict[str, jax.Array]],
         total_steps: int,
         evaluate: Callable[[TrainState], dict[str, float]] | None = None,
+        collapse_watch: health.CollapseWatch | None = None,
     ) -> tuple[TrainState, dict[str, float]]:
         """`run_steps` with this run's config, checkpointer and logger."""
         return run_steps(
@@ -146,6 +198,7 @@ class TrainingRun(NamedTuple):
             checkpointer=self.checkpointer,
             logger=self.logger,
             evaluate=evaluate,
+            collapse_watch=collapse_watch,
         )
 
 

@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -267,6 +268,11 @@ class MetricLogger:
             left = format_duration((total_steps - step) / rate) if rate > 0 else "?"
             where = f"step {step}/{total_steps} ({rate:.3g} steps/s, ETA {left})"
         print(f"[{self._job}] {where}: {shown}", flush=True)
+
+    def warn(self, message: str) -> None:
+        """One warning line on stderr (main process), in the job's console format."""
+        if self._main:
+            print(f"[{self._job}] warning: {message}", file=sys.stderr, flush=True)
 
     def last_record(self) -> dict[str, float]:
         """The last logged training metrics (of an earlier run in this workdir), without `step`."""
