@@ -71,11 +71,11 @@ def test_the_embedder_gives_the_embed_jobs_numbers(runs):
     for batch_size in (64, 100):  # batches that are and are not a multiple of the 8 devices
         out = embedder.embed(test.images, batch_size=batch_size)
         assert set(out) == {"encoder", "projection"}
-        np.testing.assert_allclose(out["encoder"], expected["encoder"], atol=1e-5)
+        np.testing.assert_allclose(out["encoder"], expected["encoder"], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(out["projection"], expected["projection"], atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(out["projection"], axis=1), 1.0, rtol=1e-5)
     three = embedder.embed(test.images[:3])
-    np.testing.assert_allclose(three["encoder"], expected["encoder"][:3], atol=1e-5)
+    np.testing.assert_allclose(three["encoder"], expected["encoder"][:3], rtol=1e-5, atol=1e-5)
     larger = np.repeat(np.repeat(test.images[:2], 2, axis=1), 2, axis=2)  # 16x16: resized to the run's 8x8
     assert embedder.embed(larger)["encoder"].shape == (2, expected["encoder"].shape[1])
 
