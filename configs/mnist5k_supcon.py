@@ -7,6 +7,9 @@ images at 28x28): the digits demo's encoder trained for 300 steps of batch 128 w
 `:simclr` (NT-Xent, T 0.5, no labels), `:triplet` (semi-hard, margin 0.2) and `:ce` (the
 cross-entropy baseline: encoder and linear classifier trained end to end) train the same encoder
 for the same steps: the README's comparison. Raw-pixel 3-NN gives 0.935 test top-1: the bar.
+
+SupCon trains at the paper's T 0.1 (seeds 0-2 with the linear stage: test top-1 0.945 ± 0.005,
+none collapsed; 300 steps stop it before it converges: its kNN top-1 still climbs at the end).
 """
 
 from jax_supcon.config import sibling
