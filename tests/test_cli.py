@@ -12,6 +12,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 SCRIPTS = ("jax-supcon", "jax-supcon-average", "jax-supcon-preview", "jax-supcon-bench", "jax-supcon-sweep")
+ALL_SCRIPTS = (*SCRIPTS, "jax-supcon-search", "jax-supcon-export")
 TINY = (
     "--config.model.name=resnet_tiny",
     "--config.model.width=0.125",
@@ -48,6 +49,37 @@ def test_help_says_what_the_command_does_and_lists_its_flags(name, tmp_path):
             assert word in text, word
         for job in ("pretrain", "linear_eval", "embed", "supervised", "configs/", ",smoke"):
             assert job in text, job
+
+
+@pytest.mark.parametrize("name", ALL_SCRIPTS)
+def test_helpfull_lists_the_library_flags_too_and_exits_0(name, tmp_path):
+    """absl's own --helpfull exits 1, which a script reads as a failed run."""
+    result = run_script(name, "--helpfull", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"{name}: ") and "--verbosity" in result.stdout, result.stdout[-2000:]
+
+
+@pytest.mark.parametrize(
+    "config, override, message",
+    [
+        (
+            "digits_linear.py",
+            "--config.pretrained_workdir=/nonexistent",
+            "pretrained_workdir='/nonexistent' does not exist",
+        ),
+        ("digits_supcon.py", "--config.loss.temperature=-1", "loss.temperature=-1.0 must be > 0"),
+    ],
+)
+def test_bad_input_exits_2_with_its_line_also_when_verbose(config, override, message, tmp_path):
+    """--verbosity adds the traceback (and library logs), never changes the exit code: a script that
+    logs verbosely must not read bad input as a diverged run (exit 1)."""
+    for verbose in ((), ("--verbosity=0",)):
+        args = (f"--config={CONFIGS}/{config}", "--workdir=run", override, *verbose)
+        result = run_script("jax-supcon", *args, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1] == f"jax-supcon: error: {message}"
+        assert ("Traceback" in result.stderr) == bool(verbose)
+        assert not (tmp_path / "run").exists()
 
 
 def test_every_config_loads_from_another_directory_without_the_repository_on_the_path(tmp_path):

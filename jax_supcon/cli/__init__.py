@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 
 HELP_FLAGS = ("-h", "--help", "-?", "--helpshort")
@@ -26,8 +27,9 @@ CONFIGS_NOTE = (
 @contextlib.contextmanager
 def user_errors(command: str) -> Iterator[None]:
     """The body of a command, after its flags are parsed. Bad values and missing inputs are the
-    user's to fix: one line on stderr, no traceback, exit code 2. The libraries log warnings only,
-    unless absl's `--verbosity` is given: then their INFO logs (orbax saves, ...) and the traceback."""
+    user's to fix: one line on stderr, exit code 2. The libraries log warnings only, unless absl's
+    `--verbosity` is given: then their INFO logs (orbax saves, ...) and, before the line, the
+    traceback; the exit code stays 2 either way, so a script never reads bad input as a failed run."""
     from absl import flags, logging
 
     debug = flags.FLAGS["verbosity"].present
@@ -37,7 +39,7 @@ def user_errors(command: str) -> Iterator[None]:
         yield
     except (ValueError, FileNotFoundError) as error:
         if debug:
-            raise
+            traceback.print_exc()
         print(f"{command}: error: {error}", file=sys.stderr)
         sys.exit(2)
 
@@ -67,6 +69,14 @@ def print_help(description: str, module_name: str) -> None:
     print("\n--helpfull lists every flag, those of the libraries included.")
 
 
+def print_full_help(description: str) -> None:
+    """`description`, then every flag the process defines (the command's and the libraries')."""
+    from absl import flags
+
+    print(description.rstrip() + "\n")
+    print(flags.FLAGS.get_help().strip("\n"))
+
+
 def start(main: Callable[[list[str]], None], *, description: str, module_name: str, flags_parser=None) -> None:
     """Run a command's `main` under absl the way every entry point does: platform setup first
     (XLA:CPU flags, the huge-page restart), `--help` answered with `description` and the flags."""
@@ -77,6 +87,9 @@ def start(main: Callable[[list[str]], None], *, description: str, module_name: s
     platform.configure(huge_pages=True)
     if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
         print_help(description, module_name)
+        sys.exit(0)
+    if "--helpfull" in sys.argv[1:]:  # absl's own handler exits 1, which reads as a failed run
+        print_full_help(description)
         sys.exit(0)
     if flags_parser is None:
         app.run(main)
