@@ -97,12 +97,21 @@ class Embedder:
         variables = {"params": chosen["params"], "batch_stats": chosen.get("batch_stats", {})}
         return cls(config, variables, step=step, mesh=mesh)
 
-    def embed(self, images: np.ndarray | Sequence[str], batch_size: int = 256) -> dict[str, np.ndarray]:
+    def embed(
+        self, images: np.ndarray | Sequence[str] | str | os.PathLike, batch_size: int = 256
+    ) -> dict[str, np.ndarray]:
         """Embeddings of uint8 images [N, H, W, 3] (resized to the run's size, as evaluation does
-        for fixed-size data) or of image files (decoded; shorter side to size / eval_crop_fraction,
-        centre crop, as evaluation does for folders), in order."""
+        for fixed-size data) or of image files, a list of paths or one (decoded; shorter side to
+        size / eval_crop_fraction, centre crop, as evaluation does for folders), in order. No
+        images give arrays of zero rows, as wide as the embeddings."""
         pixels = self.prepare(images)
         devices = self.mesh.size
+        if not len(pixels):  # no images: empty arrays as wide as the embeddings
+            shapes = jax.eval_shape(self._forward, self._variables, np.zeros((devices, *pixels.shape[1:]), np.uint8))
+            return {
+                name: np.zeros((0, shape.shape[-1]), shape.dtype)
+                for name, shape in zip(self.names, shapes, strict=True)
+            }
         # One batch shape per call, so one compilation: at most `batch_size` rows (a multiple of the
         # device count), fewer when all the images need fewer; the last batch is padded to it.
         rows = min(max(devices, batch_size - batch_size % devices), -(-len(pixels) // devices) * devices)
@@ -113,10 +122,10 @@ class Embedder:
             batch = parallel.to_global({"image": padded}, self.mesh)["image"]
             for name, value in zip(self.names, self._forward(self._variables, batch), strict=True):
                 parts[name].append(np.asarray(value)[: len(chunk)])
-        return {name: np.concatenate(value) if value else np.zeros((0, 0), np.float32) for name, value in parts.items()}
+        return {name: np.concatenate(value) for name, value in parts.items()}
 
-    def prepare(self, images: np.ndarray | Sequence[str]) -> np.ndarray:
-        """uint8 [N, S, S, 3] at the run's size from an image array or a list of file paths."""
+    def prepare(self, images: np.ndarray | Sequence[str] | str | os.PathLike) -> np.ndarray:
+        """uint8 [N, S, S, 3] at the run's size from an image array, a list of file paths or one path."""
         from jax_supcon.data import pipeline
         from jax_supcon.data.sources import _decode_file, _tf
 
@@ -129,10 +138,16 @@ class Embedder:
                 )
             if images.shape[1:3] == (size, size):
                 return images
+            if not len(images):
+                return np.zeros((0, size, size, 3), np.uint8)
             return np.stack([np.asarray(pipeline.resize(tf.convert_to_tensor(image), size)) for image in images])
+        if isinstance(images, (str, os.PathLike)):
+            images = [images]
         crop = self.config.data.get("eval_crop_fraction", 0.875)
         out = []
-        for path in images:
+        for path in map(os.fspath, images):
+            if os.path.isdir(path):
+                raise ValueError(f"image {path!r} is a directory; pass its image files (a list of paths)")
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"image {path!r} does not exist")
             try:

@@ -74,6 +74,10 @@ def test_the_embedder_gives_the_embed_jobs_numbers(runs):
         np.testing.assert_allclose(out["encoder"], expected["encoder"], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(out["projection"], expected["projection"], atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(out["projection"], axis=1), 1.0, rtol=1e-5)
+    empty = embedder.embed(test.images[:0])
+    assert {name: value.shape for name, value in empty.items()} == {
+        name: (0, expected[name].shape[1]) for name in ("encoder", "projection")
+    }
     three = embedder.embed(test.images[:3])
     np.testing.assert_allclose(three["encoder"], expected["encoder"][:3], rtol=1e-5, atol=1e-5)
     larger = np.repeat(np.repeat(test.images[:2], 2, axis=1), 2, axis=2)  # 16x16: resized to the run's 8x8
@@ -94,6 +98,14 @@ def test_the_embedder_restores_supervised_runs_their_ema_and_reads_files(runs, t
         paths.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(np.repeat(np.repeat(image, 4, 0), 4, 1)).save(paths[-1])
     assert trained.embed(paths)["encoder"].shape == (5, out["encoder"].shape[1])
+    one = trained.embed(paths[2])  # a single path, as a str or a path object
+    np.testing.assert_array_equal(one["encoder"], trained.embed(paths[2:3])["encoder"])
+    np.testing.assert_array_equal(trained.embed(tmp_path / "2.png")["encoder"], one["encoder"])
+    for nothing in (images[:0], [], np.zeros((0, 16, 16, 3), np.uint8)):  # no images: zero rows, full width
+        empty = trained.embed(nothing)
+        assert empty["encoder"].shape == (0, out["encoder"].shape[1]) and empty["encoder"].dtype == np.float32
+    with pytest.raises(ValueError, match=re.escape(f"image {str(tmp_path)!r} is a directory; pass its image files")):
+        trained.embed(str(tmp_path))
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match=re.escape(f"cannot decode image {str(tmp_path / 'broken.png')!r}")):
         trained.embed([str(tmp_path / "broken.png")])
@@ -193,3 +205,26 @@ def test_export_gives_the_embedders_numbers_from_the_saved_model_and_the_jax_exp
             np.testing.assert_allclose(np.asarray(from_jax[name]), expected[name], atol=1e-4)
     with pytest.raises(ValueError, match="exists and is not an empty folder; nothing is overwritten"):
         export.export(str(runs / "pre"), out)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=re.escape(f"is under {str(tmp_path / 'file')!r}, which is a file")):
+        export.export(str(runs / "pre"), str(tmp_path / "file" / "export"))
+
+
+def test_of_two_exports_to_one_folder_the_second_gets_one_line_and_leaves_nothing(runs, tmp_path, monkeypatch):
+    """Each export stages in a folder of its own and publishes with one rename that refuses a
+    folder another export filled meanwhile (simulated: it fills `out` while this one writes)."""
+    from jax_supcon.cli import export
+
+    out = tmp_path / "shared"
+    write = export._write
+
+    def write_while_another_export_finishes(staging, *args):
+        info = write(staging, *args)
+        out.mkdir()
+        (out / "export.json").write_text("{}")  # the other export's
+        return info
+
+    monkeypatch.setattr(export, "_write", write_while_another_export_finishes)
+    with pytest.raises(ValueError, match="was filled by another export while this one ran; nothing is overwritten"):
+        export.export(str(runs / "pre"), str(out))
+    assert sorted(os.listdir(tmp_path)) == ["shared"] and os.listdir(out) == ["export.json"]
