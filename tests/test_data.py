@@ -396,7 +396,14 @@ def test_folder_ignores_hidden_directories_and_rejects_undecodable_formats(tmp_p
     os.makedirs(tmp_path / "train" / ".ipynb_checkpoints")
     Image.new("RGB", (8, 8)).save(tmp_path / "train" / ".ipynb_checkpoints" / "x.png")
     data = data_config(name=f"folder:{tmp_path}", image_size=8)
-    assert sources.load_source(data, "train").num_classes == 2
+    train = sources.load_source(data, "train")
+    assert train.num_classes == 2
+    # The extensions search reads (one shared list); hidden files such as macOS's ._x.jpg are not data.
+    for extension in ("webp", "bmp", "gif"):
+        Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "train" / "cat" / f"more.{extension}")
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "cat" / "._more.png")
+    more = sources.load_source(data, "train")
+    assert more.num_examples == train.num_examples + 3  # the three new formats, not the hidden file
     Image.new("RGB", (8, 8)).save(tmp_path / "train" / "cat" / "tiff_in_disguise.png", format="TIFF")
     with pytest.raises(ValueError, match="cannot read image '.*tiff_in_disguise.png'"):
         sources.load_source(data, "train")

@@ -136,7 +136,7 @@ def test_search_ranks_like_brute_force_caches_the_gallery_and_draws_the_grid(run
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)["results"]
     embedder = Embedder.from_workdir(str(runs / "pre"))
-    gallery_paths, _ = search.list_images(str(tmp_path / "gallery"), "gallery")
+    gallery_paths, _, _ = search.list_images(str(tmp_path / "gallery"), "gallery")
     gallery = embedder.embed(gallery_paths)["encoder"]
     queries = embedder.embed([r["query"] for r in results])["encoder"]
     unit_g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
@@ -153,6 +153,51 @@ def test_search_ranks_like_brute_force_caches_the_gallery_and_draws_the_grid(run
     assert not search.search(str(runs / "pre"), str(tmp_path / "gallery"), str(tmp_path / "queries"), out=out)[
         "gallery_index_cached"
     ]
+
+
+def test_search_skips_hidden_files_never_lets_a_query_find_itself_and_says_why_metrics_are_absent(runs, tmp_path):
+    from jax_supcon.cli import search
+
+    test = digits_test_images()
+    gallery, queries = tmp_path / "gallery", tmp_path / "queries"
+    write_class_folders(gallery, test.images[:60], test.labels[:60])
+    write_class_folders(queries, test.images[:10], test.labels[:10])  # the same files' bytes: each in the gallery
+    hidden = gallery / "0" / ".ipynb_checkpoints"
+    hidden.mkdir()
+    Image.fromarray(test.images[0]).save(hidden / "x.png")
+    Image.fromarray(test.images[1]).save(gallery / "0" / "._resource_fork.png")
+    paths, labels, why = search.list_images(str(gallery), "gallery")
+    assert len(paths) == 60 and labels is not None and why == ""
+    summary = search.search(str(runs / "pre"), str(gallery), str(queries), k=3, out=str(tmp_path / "out"), grid_rows=0)
+    assert summary["queries_in_gallery"] == 10 and "precision_at_1" in summary and "no_metrics" not in summary
+    with open(tmp_path / "out" / "results.json") as f:
+        for result in json.load(f)["results"]:
+            assert len(result["neighbours"]) == 3
+            own = os.path.join(str(gallery), *result["query"].split(os.sep)[-2:])
+            assert own not in result["neighbours"], result
+    Image.fromarray(test.images[70]).save(gallery / "stray.png")  # one image outside the class folders
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jax_supcon.search",
+            f"--workdir={runs / 'pre'}",
+            f"--gallery={gallery}",
+            f"--queries={queries}",
+            f"--out={tmp_path / 'out2'}",
+            "--grid_rows=0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "jax-supcon-search: no precision or recall: --gallery has images outside class folders "
+        f"({str(gallery / 'stray.png')!r} is directly in it)"
+    )
+    summary = json.loads(result.stdout)
+    assert "precision_at_1" not in summary and summary["no_metrics"].startswith("--gallery has images outside")
 
 
 def test_search_of_an_empty_gallery_is_a_one_line_error_and_exit_2(runs, tmp_path):

@@ -9,6 +9,9 @@ k nearest gallery images (cosine) are found on the device in blocks. OUT (defaul
 gets `results.json` (per query: its path, the neighbours' paths and similarities, and the classes
 where images sit in class folders, `FOLDER/<class>/...`, with precision@1 and recall@k over the
 queries) and `grid.png` (queries and their neighbours, marked right or wrong when classes exist).
+A query whose file (or an identical copy) is in the gallery never retrieves it: the summary counts
+such queries (`queries_in_gallery`). Hidden files and folders are skipped; images are what the
+folder data sets read (JPEG, PNG, GIF, BMP, WEBP).
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 
 from absl import app, flags
 
 from jax_supcon import cli
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 INDEX_FILE = "gallery_index.npz"
 
 
@@ -37,22 +40,54 @@ def _define_flags() -> None:
     flags.mark_flags_as_required(["workdir", "gallery", "queries"])
 
 
-def list_images(folder: str, flag: str) -> tuple[list[str], list[str] | None]:
-    """(sorted image paths under `folder`, their class folder names or None): classes exist when
-    every image sits in a first-level sub-folder. No image at all is a one-line error."""
+def list_images(folder: str, flag: str) -> tuple[list[str], list[str] | None, str]:
+    """(sorted image paths under `folder`, their class folder names or None, why there are none):
+    classes exist when every image sits in a first-level sub-folder. Hidden files and folders are
+    skipped and the extensions are the folder data sets' (`sources.is_image_file`). No image at all
+    is a one-line error."""
+    from jax_supcon.data.sources import IMAGE_EXTENSIONS, is_hidden, is_image_file
+
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"--{flag}={folder!r} is not a folder")
-    paths = sorted(
-        os.path.join(root, name)
-        for root, dirs, files in os.walk(folder)
-        for name in files
-        if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-    )
+    paths = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not is_hidden(d)]
+        paths.extend(os.path.join(root, name) for name in files if is_image_file(name))
+    paths.sort()
     if not paths:
         raise ValueError(f"--{flag}={folder!r} has no images ({', '.join(IMAGE_EXTENSIONS)})")
     parts = [os.path.relpath(path, folder).split(os.sep) for path in paths]
-    labels = [p[0] for p in parts] if all(len(p) == 2 for p in parts) else None
-    return paths, labels
+    stray = next((path for path, p in zip(paths, parts, strict=True) if len(p) != 2), None)
+    if stray is None:
+        return paths, [p[0] for p in parts], ""
+    where = "directly in" if len(os.path.relpath(stray, folder).split(os.sep)) == 1 else "nested deeper in"
+    return paths, None, f"--{flag} has images outside class folders ({stray!r} is {where} it)"
+
+
+def _file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def identical_gallery_files(query_paths: list[str], gallery_paths: list[str]) -> list[list[int]]:
+    """For each query, the gallery images that are the same file or have the same bytes (SHA-256;
+    only gallery files as long as some query are read): a query must not retrieve itself."""
+    sizes = {os.path.getsize(path) for path in query_paths}
+    by_digest: dict[str, list[int]] = {}
+    for index, path in enumerate(gallery_paths):
+        if os.path.getsize(path) in sizes:
+            by_digest.setdefault(_file_digest(path), []).append(index)
+    return [by_digest.get(_file_digest(path), []) for path in query_paths]
+
+
+def drop_identical(neighbours, similarity, identical: list[list[int]], k: int) -> tuple:
+    """The first `k` neighbours of each query that are not in its `identical` gallery images (the
+    search asked for `k` plus the most any query has)."""
+    import numpy as np
+
+    keep = np.array([[i not in set(same) for i in row] for row, same in zip(neighbours, identical, strict=True)])
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept ones first, in rank order
+    return np.take_along_axis(neighbours, order, 1), np.take_along_axis(similarity, order, 1)
 
 
 def index_key(workdir: str, step: int, space: str, paths: list[str]) -> str:
@@ -105,8 +140,13 @@ def search(
 
     if k < 1 or grid_rows < 0:
         raise ValueError(f"--k={k} must be >= 1 and --grid_rows={grid_rows} >= 0")
-    gallery_paths, gallery_labels = list_images(gallery, "gallery")
-    query_paths, query_labels = list_images(queries, "queries")
+    gallery_paths, gallery_labels, gallery_unlabelled = list_images(gallery, "gallery")
+    query_paths, query_labels, query_unlabelled = list_images(queries, "queries")
+    identical = identical_gallery_files(query_paths, gallery_paths)
+    most_identical = max(map(len, identical))
+    if most_identical >= len(gallery_paths):
+        raise ValueError(f"--gallery={gallery!r} holds nothing but copies of a query: nothing left to retrieve")
+    k = min(k, len(gallery_paths) - most_identical)
     embedder = Embedder.from_workdir(workdir, checkpoint)
     if space == "projection" and not embedder.has_head:
         raise ValueError(f"--space=projection: the {embedder.config.job!r} run in {workdir!r} has no projection head")
@@ -117,7 +157,8 @@ def search(
     reference, cached = gallery_embeddings(embedder, gallery_paths, space, os.path.join(out, INDEX_FILE), key)
     indexed = time.perf_counter()
     query_embeddings = embedder.embed(query_paths)[space]
-    neighbours, similarity = top_k_neighbours(query_embeddings, reference, k)
+    neighbours, similarity = top_k_neighbours(query_embeddings, reference, k + most_identical)
+    neighbours, similarity = drop_identical(neighbours, similarity, identical, k)
     labelled = gallery_labels is not None and query_labels is not None
     results = []
     for row, path in enumerate(query_paths):
@@ -136,10 +177,14 @@ def search(
         "k": int(neighbours.shape[1]),
         "gallery_images": len(gallery_paths),
         "queries": len(query_paths),
+        # Queries whose own file (or an identical copy) is in the gallery: excluded from their results.
+        "queries_in_gallery": sum(map(bool, identical)),
         "gallery_index_cached": cached,
         "index_seconds": round(indexed - started, 3),
         "search_seconds": round(time.perf_counter() - indexed, 3),
     }
+    if not labelled:
+        summary["no_metrics"] = gallery_unlabelled or query_unlabelled
     if labelled:
         hits = np.array([[label == r["label"] for label in r["neighbour_labels"]] for r in results])
         summary |= {"precision_at_1": float(hits[:, 0].mean()), f"recall_at_{hits.shape[1]}": float(hits.any(1).mean())}
@@ -178,6 +223,8 @@ def main(argv: list[str]) -> None:
             grid_rows=options.grid_rows,
         )
     print(json.dumps(summary, indent=1))
+    if "no_metrics" in summary:
+        print(f"jax-supcon-search: no precision or recall: {summary['no_metrics']}", file=sys.stderr)
 
 
 DESCRIPTION = f"""jax-supcon-search: retrieve the nearest gallery images of each query with a trained embedding.

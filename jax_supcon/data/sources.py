@@ -29,7 +29,9 @@ from absl import logging
 
 BUILTIN_SOURCES = ("digits", "mnist5k", "synthetic")
 FOLDER_PREFIX = "folder:"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# What `_decode_file` (tf.io.decode_image) reads: folder data sets, search and the Embedder share
+# this list and `is_image_file`, so a folder trains on the images search would see.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 ALLOWED_NAMES = "'digits', 'mnist5k', 'synthetic', 'folder:PATH' or a tfds image-classification name such as 'cifar10'"
 DIGITS_TEST_FRACTION = 0.2
@@ -220,11 +222,19 @@ def _decodes_with_tensorflow(path: str) -> bool:
         return False
 
 
+def is_hidden(name: str) -> bool:
+    """Hidden files and folders (`.ipynb_checkpoints`, macOS `._x.jpg`, `.DS_Store`) are never data."""
+    return name.startswith(".")
+
+
+def is_image_file(name: str) -> bool:
+    """Whether a file name is one the folder data sets and search read: a visible image file."""
+    return not is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
 def _class_dirs(split_dir: str) -> list[str]:
     """Sorted class folder names; hidden ones (`.ipynb_checkpoints`, ...) are not classes."""
-    return sorted(
-        d for d in os.listdir(split_dir) if not d.startswith(".") and os.path.isdir(os.path.join(split_dir, d))
-    )
+    return sorted(d for d in os.listdir(split_dir) if not is_hidden(d) and os.path.isdir(os.path.join(split_dir, d)))
 
 
 def _list_class_files(split_dir: str, classes: list[str]) -> tuple[list[str], list[int]]:
@@ -234,16 +244,17 @@ def _list_class_files(split_dir: str, classes: list[str]) -> tuple[list[str], li
         if not os.path.isdir(class_dir):
             continue
         for file in sorted(os.listdir(class_dir)):
-            if file.lower().endswith(IMAGE_EXTENSIONS):
+            if is_image_file(file):
                 paths.append(os.path.join(class_dir, file))
                 labels.append(label)
     return paths, labels
 
 
 def folder_split(split_name: str, data: ml_collections.ConfigDict) -> Source:
-    """`PATH/<split>/<class>/*.{jpg,jpeg,png}`; class ids are the sorted union of the class folder
-    names of the training and evaluation splits (CUB/SOP-style layouts test on classes training
-    never has; hold them out with `data.train_classes`). Every file is checked once: an unreadable
+    """`PATH/<split>/<class>/*.{jpg,jpeg,png,gif,bmp,webp}` (hidden files and folders skipped);
+    class ids are the sorted union of the class folder names of the training and evaluation splits
+    (CUB/SOP-style layouts test on classes training never has; hold them out with
+    `data.train_classes`). Every file is checked once: an unreadable
     one is an error naming it, or with `data.skip_corrupt` it is left out and counted
     (`Source.skipped`)."""
     tf = _tf()
@@ -254,7 +265,7 @@ def folder_split(split_name: str, data: ml_collections.ConfigDict) -> Source:
         if not os.path.isdir(directory):
             raise FileNotFoundError(
                 f"data.name={data.name!r}: {directory!r} does not exist; expected "
-                f"{os.path.join(root, '<split>', '<class>', '*.jpg|png')} with splits "
+                f"{os.path.join(root, '<split>', '<class>', '*.jpg|png|...')} with splits "
                 f"{data.train_split!r} (data.train_split) and {data.eval_split!r} (data.eval_split)"
             )
     eval_dir = os.path.join(root, data.eval_split)
