@@ -91,6 +91,38 @@ def test_weights_of_another_network_are_a_one_line_error_naming_the_parameter(tm
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda w: np.round(w * 100).astype(np.int8), "'conv1.weight' holds int8 values, not floating-point weights"),
+        (
+            lambda w: np.where(np.arange(w.size).reshape(w.shape) == 5, np.inf, w),
+            "'conv1.weight' holds NaN or infinite",
+        ),
+    ],
+)
+def test_integer_or_non_finite_weights_are_a_one_line_error_not_float_weights(tmp_path, damage, message):
+    state, _, _ = torchvision_weights("resnet18")
+    state = {key: np.ascontiguousarray(value) for key, value in state.items()}
+    state["conv1.weight"] = damage(state["conv1.weight"])
+    path = str(tmp_path / "damaged.safetensors")
+    save_file(state, path)
+    _, template = encoder_template("resnet18")
+    with pytest.raises(ValueError, match=re.escape(f"model.init_from={path!r}: {message}")):
+        weights.encoder_from_state_dict(weights.read_state_dict(path), template, source=path)
+
+
+def test_init_from_on_a_job_that_does_not_read_it_is_refused(tmp_path):
+    from configs import digits_linear
+    from jax_supcon.config import validate_config
+
+    config = digits_linear.get_config()
+    config.pretrained_workdir = str(tmp_path)
+    config.model.init_from = write_resnet18(tmp_path)
+    with pytest.raises(ValueError, match="is not read by job 'linear_eval' .*; allowed with job pretrain, supervised"):
+        validate_config(config)
+
+
 def test_missing_corrupt_and_unknown_weight_files_are_one_line_errors(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="model.init_from='/nowhere/r50.safetensors' does not exist"):
         weights.read_state_dict("/nowhere/r50.safetensors")

@@ -87,5 +87,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"optimizer.layer_decay={config.optimizer.layer_decay} applies to end-to-end training "
             f"(job finetune or supervised), not job={config.job!r}; leave it at 1.0"
         )
+    if config.model.get("init_from", "") and config.job not in ("pretrain", "supervised", "finetune"):
+        raise ValueError(
+            f"model.init_from={config.model.init_from!r} is not read by job {config.job!r} (its encoder comes from "
+            "pretrained_workdir); allowed with job pretrain, supervised or finetune"
+        )
     if config.job in ("linear_eval", "embed") and not config.pretrained_workdir:
         raise ValueError(f"{config.job} needs --config.pretrained_workdir=DIR (a stage-1 workdir)")

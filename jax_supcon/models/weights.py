@@ -57,6 +57,19 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     return {name.removeprefix("module."): np.asarray(value) for name, value in state.items()}
 
 
+def _checked_value(source: str, name: str, value: np.ndarray) -> np.ndarray:
+    """A weight tensor as float32, or a one-line error: integer (quantised) or non-finite values
+    are not float weights (BatchNorm's `num_batches_tracked` counter is dropped before this)."""
+    if not np.issubdtype(value.dtype, np.floating):
+        raise ValueError(
+            f"model.init_from={source!r}: {name!r} holds {value.dtype} values, not floating-point weights "
+            "(a quantised file? save the float weights)"
+        )
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"model.init_from={source!r}: {name!r} holds NaN or infinite values")
+    return value.astype(np.float32)
+
+
 def _read_torch(path: str) -> dict[str, Any]:
     try:
         import torch
@@ -134,7 +147,7 @@ def encoder_from_state_dict(state: dict[str, np.ndarray], template: dict[str, An
                 "the network the file was saved from?"
             )
         used.add(name)
-        return value.astype(np.float32)
+        return _checked_value(source, name, value)
 
     filled = {key: jax.tree_util.tree_map_with_path(fill, template[key]) for key in ("params", "batch_stats")}
     extra = sorted(name for name in state if name not in used and not DROPPED.search(name))
