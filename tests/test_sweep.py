@@ -14,6 +14,8 @@ from conftest import TINY_CLI
 
 from jax_supcon.cli import sweep
 from jax_supcon.report import sweep as report
+from jax_supcon.train import pretrained
+from jax_supcon.train import workdir as run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUPCON = os.path.join(ROOT, "configs", "digits_supcon.py")
@@ -113,6 +115,8 @@ class FakeRunner(sweep.Runner):
                 log.write("step 1\njax-supcon: stopped: the training diverged at step 2 (loss nan)\n")
             return 1
         config = sweep.load_config(stage.config, stage.overrides)
+        if config.get("pretrained_workdir"):  # recorded with stage 1's model, as linear_eval records it
+            config = pretrained.inherit_pretrained(config, run_dir.load_config(config.pretrained_workdir))
         os.makedirs(stage.workdir, exist_ok=True)
         with open(os.path.join(stage.workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort())
@@ -167,11 +171,45 @@ def test_a_2x2_sweep_aggregates_its_cells_resumes_and_survives_a_failed_run(tmp_
 
     other = run._replace(workdir=str(tmp_path / "other"), grid=[], then=None, then_overrides=[], seeds=1)
     sweep.run_sweep(other)
-    record, _ = sweep.run_sweep(other._replace(overrides=[*TINY, "--config.total_steps=5"]))
-    (failure,) = record["cells"][0]["failures"]  # a finished run with other values is not reused
-    assert "finished with another command (overrides --config.total_steps=5); use another --workdir" in failure["error"]
-    record, _ = sweep.run_sweep(other._replace(config=SIMCLR))
-    assert "finished with another command (config " in record["cells"][0]["failures"][0]["error"]
+    runner = fake["runner"]
+    with pytest.raises(ValueError, match=r"ran with another config \(total_steps \(2 vs 5\)\)"):
+        sweep.run_sweep(other._replace(overrides=[*TINY, "--config.total_steps=5"]))  # not reused, not run
+    with pytest.raises(ValueError, match=r"ran with another config \(loss.name \(\"supcon\" vs \"simclr\"\)"):
+        sweep.run_sweep(other._replace(config=SIMCLR))
+    assert fake["runner"] is runner  # refused while planning: no runner was made, nothing ran
+
+
+def test_a_config_file_edited_after_a_sweep_is_refused_naming_the_keys_never_reused(tmp_path, monkeypatch):
+    """The reuse rule reads what the config resolves to, not the command's text: the same command
+    after an edit of the file must not report the old runs as the new settings'."""
+    monkeypatch.setattr(sweep, "Runner", FakeRunner)
+    mine = tmp_path / "my.py"
+
+    def write_config(temperature):
+        mine.write_text(
+            "import importlib.util\n"
+            f"spec = importlib.util.spec_from_file_location('base', {SUPCON!r})\n"
+            "base = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(base)\n\n\n"
+            "def get_config():\n"
+            "    config = base.get_config()\n"
+            f"    config.loss.temperature = {temperature}\n"
+            "    return config\n"
+        )
+
+    write_config(0.2)
+    run = options(tmp_path / "sweep", config=str(mine), seeds=2, then=LINEAR)
+    record, _ = sweep.run_sweep(run)
+    assert not record["cells"][0]["failures"]
+    table = (tmp_path / "sweep" / "sweep.md").read_text()
+    sweep.run_sweep(run)  # unchanged: every stage reused, both stages checked
+    write_config(0.5)
+    with pytest.raises(ValueError) as error:
+        sweep.run_sweep(run)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("cell default seed 0 stage1: ")
+    assert "ran with another config (loss.temperature (0.2 vs 0.5))" in message and "new --workdir" in message
+    assert (tmp_path / "sweep" / "sweep.md").read_text() == table
 
 
 class CollapsingRunner(FakeRunner):
@@ -213,7 +251,9 @@ class InProcessRunner(sweep.Runner):
 
 def test_a_real_sweep_chains_linear_evaluation_and_reports_raw_pixels(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "Runner", InProcessRunner)
-    record, _ = sweep.run_sweep(options(tmp_path, grid=[f"config={SUPCON},{CE}"], then=LINEAR, baselines=True, seeds=1))
+    run = options(tmp_path, grid=[f"config={SUPCON},{CE}"], then=LINEAR, baselines=True, seeds=1)
+    record, _ = sweep.run_sweep(run)
+    assert sweep.run_sweep(run)[0]["cells"] == record["cells"]  # what the jobs recorded reads as unchanged
     supcon, ce = record["cells"]
     pretrained = read_json(tmp_path / supcon["name"] / "seed0" / "stage2" / "config.json")
     assert pretrained["job"] == "linear_eval"

@@ -270,8 +270,36 @@ def plan(options) -> tuple[list[Cell], list[tuple[Cell, int, list[Stage]]]]:
                 checked = [check_stage(cell, stage) for stage in cell_stages]
                 if len(checked) == 2:
                     _check_same_data(cell, *checked)
+            for stage in cell_stages:
+                check_recorded_config(cell, seed, stage)
             planned.append((cell, seed, cell_stages))
     return cells, planned
+
+
+def check_recorded_config(cell: Cell, seed: int, stage: Stage) -> None:
+    """A stage already run (finished or not) must be the run its config resolves to now: the config
+    file may have been edited since (the command text alone would not show it). A finished stage
+    must match in everything its result depends on, an unfinished one in what its resume needs;
+    else a one-line ValueError naming the changed keys, before anything is run or written."""
+    from jax_supcon.train import workdir as run_dir
+
+    if not os.path.exists(os.path.join(stage.workdir, run_dir.CONFIG_FILE)):
+        return
+    finished = os.path.exists(os.path.join(stage.workdir, STAGE_FILE))
+    keys = run_dir.RESULT_KEYS if finished else run_dir.RESUME_FIXED_KEYS
+    config = load_config(stage.config, stage.overrides)
+    pretrained_workdir = config.get("pretrained_workdir")
+    if pretrained_workdir and os.path.exists(os.path.join(pretrained_workdir, run_dir.CONFIG_FILE)):
+        from jax_supcon.train import pretrained  # stage 2 runs with stage 1's model, as its job does
+
+        config = pretrained.inherit_pretrained(config, run_dir.load_config(pretrained_workdir))
+    changed = run_dir.config_differences(stage.workdir, config, keys, undecided=True)
+    if changed:
+        raise ValueError(
+            f"cell {cell.name} seed {seed} {stage.label}: {stage.workdir} {'ran' if finished else 'started'} with "
+            f"another config ({'; '.join(changed)}): {stage.config} or its overrides changed since; nothing is "
+            "reused or run: restore the config, or sweep into a new --workdir"
+        )
 
 
 class Outcome(NamedTuple):

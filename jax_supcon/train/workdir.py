@@ -205,18 +205,75 @@ def _first_difference(key: str, saved, current) -> str:
     return f"{key} ({json.dumps(saved)} vs {json.dumps(current)})"
 
 
-def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Refuse a config whose run would differ from the one already in `workdir` (reads only)."""
+# What a finished run's results depend on beyond RESUME_FIXED_KEYS: its length, its evaluation
+# and whether a collapse stops it. A sweep reuses a finished stage only when these match too.
+RESULT_KEYS = (
+    *RESUME_FIXED_KEYS,
+    "total_steps",
+    "total_epochs",
+    "eval",
+    "knn_k",
+    "knn_temperature",
+    "best_metric",
+    "eval_with_ema",
+    "stop_on_collapse",
+)
+
+
+# What a job decides from its data and records (train/inputs.py `record_data`), with the values
+# that leave it to the job: a config not yet run (a sweep's plan) takes the recorded decision.
+DATA_DECISIONS = {
+    ("data", "num_classes"): (None,),
+    ("data", "class_ids"): (None,),
+    ("best_metric",): ("auto",),
+    ("model", "pos_image_size"): (None, 0),
+}
+
+
+def _with_recorded_decisions(current: dict, saved: dict) -> dict:
+    """`current` (plain JSON) with the recorded data decisions where it leaves them to the job."""
+    current = json.loads(json.dumps(current))
+    for path, undecided in DATA_DECISIONS.items():
+        *sections, field = path
+        mine, theirs = current, saved
+        for section in sections:
+            mine, theirs = mine.get(section), (theirs or {}).get(section)
+            if not isinstance(mine, dict):
+                break
+        else:
+            if mine.get(field) in undecided and isinstance(theirs, dict) and field in theirs:
+                mine[field] = theirs[field]
+    return current
+
+
+def config_differences(
+    workdir: str, config: ml_collections.ConfigDict, keys: tuple[str, ...], *, undecided: bool = False
+) -> list[str]:
+    """`key.sub (recorded vs now)` for each of `keys` where `config` differs from the config the run
+    in `workdir` recorded (read the way a resume reads it: `_resume_view`); [] when none does or
+    nothing was recorded. `undecided`: `config` has not been through a job, so what the job decides
+    from the data (`DATA_DECISIONS`) is taken from the record where `config` leaves it open."""
     if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
-        return
+        return []
     saved, current = _as_json(load_config(workdir)), _as_json(config)
-    for key in RESUME_FIXED_KEYS:
+    if undecided:
+        current = _with_recorded_decisions(current, saved)
+    differences = []
+    for key in keys:
         old, new = _resume_view(saved, key), _resume_view(current, key)
         if old != new:
-            raise ValueError(
-                f"workdir {workdir!r} holds a run with a different {_first_difference(key, old, new)}; "
-                "pick a new --workdir to start another run"
-            )
+            differences.append(_first_difference(key, old, new))
+    return differences
+
+
+def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Refuse a config whose run would differ from the one already in `workdir` (reads only)."""
+    differences = config_differences(workdir, config, RESUME_FIXED_KEYS)
+    if differences:
+        raise ValueError(
+            f"workdir {workdir!r} holds a run with a different {differences[0]}; "
+            "pick a new --workdir to start another run"
+        )
 
 
 def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
