@@ -280,6 +280,11 @@ def run_cli(*args, cwd):
         ({"seeds": 0}, "--seeds=0 must be >= 1"),
         ({"grid": ["data.label_noise=0,1.0"]}, "data.label_noise=1.0 must be in [0, 1) (0: clean labels)"),
         ({"grid": ["data.train_fraction=0"]}, "data.train_fraction=0.0 must be in (0, 1] (1: every training image)"),
+        (  # a value only the data can refuse, caught while planning as the job would at its start
+            {"grid": ["data.label_fraction=1.0,0.001"]},
+            "cell data.label_fraction=0.001 stage1 (",
+        ),
+        ({"grid": ["data.label_fraction=0.001"]}, "is larger than the training split (10 examples)"),
         ({"overrides": ["--config.loss.temprature=0.1"]}, "unknown config key 'loss.temprature'"),
         ({"then": LINEAR, "then_overrides": ["--config.optimizer.nme=sgd"]}, "unknown config key 'optimizer.nme'"),
         ({"overrides": ["--config.seed=3"]}, "the sweep sets config.seed itself"),
@@ -309,7 +314,7 @@ def test_the_command_reports_bad_input_in_one_line_and_a_failed_cell_with_exit_c
     result = run_cli(
         f"--config={SUPCON}",
         f"--workdir={workdir}",
-        "--grid=data.train_fraction=1.0,0.005",  # 0.005: 10 images, fewer than a batch of 16
+        "--grid=optimizer.learning_rate=0.5,1e30",  # 1e30: the loss is NaN at step 2
         f"--then={LINEAR}",
         *TINY,
         *[f"--then.{o.removeprefix('--config.')}" for o in TINY_THEN],
@@ -319,8 +324,8 @@ def test_the_command_reports_bad_input_in_one_line_and_a_failed_cell_with_exit_c
     good, bad = read_json(workdir / "sweep.json")["cells"]
     summary = read_json(workdir / good["name"] / "seed0" / "stage2" / "summary.json")
     assert good["values"] == {"test_top1": [summary["test_top1"]]}
-    assert "batch_size=16 is larger than the training split (10 examples)" in bad["failures"][0]["error"]
-    assert "| data.train_fraction=1.0 |" in result.stdout and (workdir / "sweep.png").stat().st_size > 0
+    assert "jax-supcon: stopped: loss is nan at step 2; stopped." in bad["failures"][0]["error"]
+    assert "| optimizer.learning_rate=0.5 |" in result.stdout and (workdir / "sweep.png").stat().st_size > 0
 
 
 def _wandb_records(path):

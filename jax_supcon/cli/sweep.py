@@ -203,14 +203,22 @@ def _has_key(config, key: str) -> bool:
 
 
 def check_stage(cell: Cell, stage: Stage):
-    """The stage's config, validated like the job would at its start (a one-line ValueError that
-    names the cell)."""
+    """The stage's config, validated like the job would at its start, with the checks of its data
+    a training job makes before it builds anything (the batch against the training split left by
+    label_fraction or train_classes, the run's length, class balance; files are listed, not
+    decoded): a one-line ValueError that names the cell."""
     from jax_supcon.config import validate_config
 
     try:
         config = load_config(stage.config, stage.overrides)
         validate_config(config)
-    except ValueError as error:
+        if config.job != "embed":
+            from jax_supcon.train import inputs
+
+            listed = config.copy_and_resolve_references()
+            listed.data.verify_files = False
+            inputs.training_splits(listed)
+    except (ValueError, FileNotFoundError) as error:
         raise ValueError(f"cell {cell.name} {stage.label} ({stage.config}): {error}") from None
     return config
 

@@ -46,6 +46,23 @@ def load_training_data(config: ml_collections.ConfigDict, mesh: Mesh | None = No
     mesh = mesh or parallel.create_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    return TrainingData(mesh=mesh, **training_splits(config)._asdict())
+
+
+class TrainingSplits(NamedTuple):
+    """`TrainingData` without the mesh: what the data decides, whatever the devices."""
+
+    config: ml_collections.ConfigDict
+    train: Source
+    test: Source | None
+    held_out: Source | None
+    total_steps: int
+    warmup_steps: int
+
+
+def training_splits(config: ml_collections.ConfigDict) -> TrainingSplits:
+    """The splits, the run's length and the class-balance check of a validated `config`, with no
+    device touched: what `jax-supcon-sweep` checks of every cell before it runs any."""
     train = sources.load_source(config.data, "train")
     test = sources.load_source(config.data, "test")
     if config.data.samples_per_class:  # class-balanced batches index the split: tfds records held in memory
@@ -68,7 +85,7 @@ def load_training_data(config: ml_collections.ConfigDict, mesh: Mesh | None = No
     if config.data.samples_per_class:
         pipeline.check_class_balanced(train, config.batch_size, config.data.samples_per_class)
     config = record_data(config, num_classes=train.num_classes if split is None else split.num_classes, split=split)
-    return TrainingData(config, mesh, train, test, held_out, total_steps, warmup_steps)
+    return TrainingSplits(config, train, test, held_out, total_steps, warmup_steps)
 
 
 def record_data(
