@@ -162,6 +162,34 @@ class Checkpointer:
             raise ValueError(f"checkpoint={which!r}; allowed: 'latest', 'best' or one of the saved steps {steps}")
         return int(which)
 
+    def restore_selected(
+        self,
+        which: str,
+        records: list[dict],
+        metric: str | None,
+        target: Callable[[int], Any],
+        *,
+        attempts: int = 3,
+    ) -> tuple[Any, int]:
+        """(state, step) of checkpoint `which` (`select_step`), restored into `target(step)`, from a
+        run that may still be training: when its own rotation deletes the chosen step before it is
+        read, `latest` picks the newest again; any other choice is a one-line ValueError."""
+        for attempt in range(attempts):
+            step = self.select_step(which, records, metric)
+            try:
+                return self.restore(target(step), step), step
+            except Exception:
+                if os.path.isdir(os.path.join(self.directory, str(step))):
+                    raise  # not rotation: the checkpoint itself is unreadable
+                self._manager.reload()
+                if which != "latest" or attempt == attempts - 1:
+                    raise ValueError(
+                        f"checkpoint step {step} in {self.directory} was deleted while it was being read: the "
+                        "run there is still training and rotating its checkpoints; ask for checkpoint 'latest' "
+                        "or wait for the run to end"
+                    ) from None
+        raise AssertionError("unreachable")
+
     def metadata(self, step: int) -> Any:
         """The saved tree of checkpoint `step`: shapes and dtypes, no data (to restore any job's state)."""
         return self._manager.item_metadata(step).tree

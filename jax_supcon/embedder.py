@@ -16,6 +16,7 @@ this process's devices.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 from jax_supcon import models, parallel
 from jax_supcon.checkpoint import Checkpointer, abstract_target
 from jax_supcon.data import augment
-from jax_supcon.train.workdir import MetricLogger, load_config
+from jax_supcon.train.workdir import MetricLogger, load_config, running_holder
 
 EMBEDDABLE_JOBS = ("pretrain", "finetune", "supervised")
 
@@ -35,6 +36,19 @@ def _default_checkpoint(config: ml_collections.ConfigDict, records: list[dict]) 
     """`best` where the run kept one (validated with a best_metric), else `latest`."""
     metric = config.get("best_metric") or ""
     return "best" if metric and any(metric in record for record in records) else "latest"
+
+
+def note_if_training(workdir: str, step: int) -> None:
+    """One line on stderr when the run in `workdir` is still training: its checkpoint at `step` is
+    not the finished run's (the step read was held through the run's checkpoint rotation)."""
+    holder = running_holder(workdir)
+    if holder is not None and jax.process_index() == 0:
+        print(
+            f"jax-supcon: note: the run in {workdir!r} is still training ({holder}); "
+            f"using its checkpoint at step {step}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class Embedder:
@@ -87,10 +101,15 @@ class Embedder:
         checkpointer = Checkpointer(workdir, create=False)
         records = MetricLogger.read_records(workdir)
         which = _default_checkpoint(config, records) if checkpoint is None else str(checkpoint)
-        step = checkpointer.select_step(which, records, config.get("best_metric"))
         mesh = parallel.create_mesh(jax.local_devices())
-        state = checkpointer.restore(abstract_target(checkpointer.metadata(step), parallel.replicated(mesh)), step)
+        state, step = checkpointer.restore_selected(
+            which,
+            records,
+            config.get("best_metric"),
+            lambda step: abstract_target(checkpointer.metadata(step), parallel.replicated(mesh)),
+        )
         checkpointer.close()
+        note_if_training(workdir, step)
         if use_ema and not state.get("ema"):
             raise ValueError(f"use_ema=True, but the run in {workdir!r} kept no EMA weights (its ema_decay is 0)")
         chosen = state["ema"] if use_ema else state

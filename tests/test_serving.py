@@ -273,3 +273,60 @@ def test_of_two_exports_to_one_folder_the_second_gets_one_line_and_leaves_nothin
     with pytest.raises(ValueError, match="was filled by another export while this one ran; nothing is overwritten"):
         export.export(str(runs / "pre"), str(out))
     assert sorted(os.listdir(tmp_path)) == ["shared"] and os.listdir(out) == ["export.json"]
+
+
+def test_reading_a_run_that_is_still_training(runs, tmp_path, monkeypatch, capsys):
+    """A checkpoint deleted by the run's own rotation while it is read: `latest` takes the newest
+    again, another choice is one line. A stage 2 started from an unfinished stage 1 says so and
+    records it; a lock file left by a killed process is not a running run."""
+    import shutil
+    import socket
+
+    from jax_supcon import Embedder
+    from jax_supcon.checkpoint import Checkpointer
+    from jax_supcon.jobs import embed
+    from jax_supcon.train import workdir as run_dir
+
+    live = tmp_path / "live"
+    shutil.copytree(runs / "pre", live)
+    steps = Checkpointer(str(live), create=False).all_steps()
+    assert len(steps) >= 2, steps
+    restore = Checkpointer.restore
+    rotated = []
+
+    def rotate_then_restore(self, target, step=None):
+        if not rotated:  # the run saves a newer step and deletes this one just as it is read
+            rotated.append(step)
+            shutil.rmtree(os.path.join(self.directory, str(step)))
+        return restore(self, target, step)
+
+    monkeypatch.setattr(Checkpointer, "restore", rotate_then_restore)
+    embedder = Embedder.from_workdir(str(live), checkpoint="latest")
+    assert rotated == [steps[-1]] and embedder.step == steps[-2]
+    rotated.clear()
+    with pytest.raises(ValueError, match=rf"checkpoint step {steps[-2]} in .* was deleted while it was being read"):
+        Embedder.from_workdir(str(live), checkpoint=str(steps[-2]))
+    monkeypatch.setattr(Checkpointer, "restore", restore)
+
+    shutil.rmtree(live)
+    shutil.copytree(runs / "pre", live)
+    lock = live / run_dir.LOCK_FILE
+    lock.write_text(f"host {socket.gethostname()} pid {os.getpid()} (since now)")
+    assert run_dir.running_holder(str(live)) == lock.read_text()
+    (live / run_dir.SUMMARY_FILE).unlink()  # stage 1 has not finished
+    capsys.readouterr()
+    config = base_config()
+    config.update(job="embed", pretrained_workdir=str(live), eval_batch_size=64, plots=False)
+    config.data.image_size = 8
+    embed.train_and_evaluate(config, str(tmp_path / "embed"), mesh=parallel.create_mesh(jax.devices()[:2]))
+    note = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert note == [
+        f"jax-supcon: note: the stage-1 run in {str(live)!r} is still training ({lock.read_text()}): "
+        f"using its checkpoint at step {steps[-1]}, not a finished run's"
+    ]
+    with open(tmp_path / "embed" / "pretrained.json") as f:
+        assert json.load(f)["stage1_finished"] is False
+    lock.write_text(f"host {socket.gethostname()} pid 999999999 (since then)")  # killed: its pid is gone
+    assert run_dir.running_holder(str(live)) is None
+    lock.write_text("host elsewhere pid 12 (since then)")  # another host's: taken at its word
+    assert run_dir.running_holder(str(live)) == "host elsewhere pid 12 (since then)"

@@ -13,8 +13,10 @@ import functools
 import hashlib
 import json
 import os
+import sys
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
@@ -24,7 +26,7 @@ from jax_supcon.checkpoint import Checkpointer, checkpoint_directory
 from jax_supcon.models import weights
 from jax_supcon.train import queue as feature_queue
 from jax_supcon.train import state as train_state
-from jax_supcon.train.workdir import MetricLogger, load_config, write_json
+from jax_supcon.train.workdir import SUMMARY_FILE, MetricLogger, load_config, running_holder, write_json
 
 PIN_FILE = "pretrained.json"
 
@@ -84,11 +86,27 @@ def restore_pretrained(pretrained_workdir: str, mesh: Mesh, which: str = "latest
     if checkpointer.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: run stage 1 there first")
     records = MetricLogger.read_records(pretrained_workdir)
-    step = checkpointer.select_step(which, records, pre_config.get("best_metric"))
     model, _, _, init = build(pre_config, total_steps=1, warmup_steps=0)
-    state = checkpointer.restore(train_state.abstract_state(init, mesh), step=step)
+    target = train_state.abstract_state(init, mesh)
+    state, step = checkpointer.restore_selected(which, records, pre_config.get("best_metric"), lambda _: target)
     checkpointer.close()
     return pre_config, model, state, step
+
+
+def stage_one_status(pretrained_workdir: str) -> dict:
+    """Whether the stage-1 run has finished (its summary written) and, if not, whether it is still
+    training (`workdir.running_holder`): what a stage 2 started from it records and says."""
+    finished = os.path.exists(os.path.join(pretrained_workdir, SUMMARY_FILE))
+    holder = None if finished else running_holder(pretrained_workdir)
+    return {"finished": finished, "running": holder}
+
+
+def unfinished_note(pretrained_workdir: str, status: dict, step: int) -> str | None:
+    """One line for a stage 2 started from a stage 1 that has not finished; None when it has."""
+    if status["finished"]:
+        return None
+    why = f"is still training ({status['running']})" if status["running"] else "stopped before its last step"
+    return f"the stage-1 run in {pretrained_workdir!r} {why}: using its checkpoint at step {step}, not a finished run's"
 
 
 def checkpoint_fingerprint(pretrained_workdir: str, step: int) -> str:
@@ -112,8 +130,17 @@ def restore_pinned(workdir: str, pretrained_workdir: str, mesh: Mesh, which: str
     checkpoint that is gone or rewritten is a one-line error."""
     pin_path = os.path.join(workdir, PIN_FILE)
     if not os.path.exists(pin_path):
+        status = stage_one_status(pretrained_workdir)
         pre_config, model, state, step = restore_pretrained(pretrained_workdir, mesh, which)
-        pin = {"step": step, "fingerprint": checkpoint_fingerprint(pretrained_workdir, step), "asked": which}
+        pin = {
+            "step": step,
+            "fingerprint": checkpoint_fingerprint(pretrained_workdir, step),
+            "asked": which,
+            "stage1_finished": status["finished"],
+        }
+        note = unfinished_note(pretrained_workdir, status, step)
+        if note and jax.process_index() == 0:
+            print(f"jax-supcon: note: {note}", file=sys.stderr, flush=True)
         return pre_config, model, state, step, pin
     with open(pin_path) as f:
         pin = json.load(f)

@@ -116,6 +116,28 @@ def exclusive(workdir: str) -> Iterator[None]:
                     os.rmdir(empty)
 
 
+def running_holder(workdir: str) -> str | None:
+    """Who holds `workdir` (its lock file's "host H pid P (since ...)") while a run is in it, else
+    None. A clean exit removes the lock file; one left by a killed process on this host is stale
+    (its pid is gone); a holder on another host is taken at its word. Reads only: taking the lock to
+    test it could make a run starting at that moment refuse the workdir."""
+    try:
+        with open(os.path.join(workdir, LOCK_FILE)) as f:
+            holder = f.read().strip()
+    except OSError:
+        return None
+    parts = holder.split()
+    here = socket.gethostname()
+    if len(parts) >= 4 and parts[:3:2] == ["host", "pid"] and parts[1] == here and parts[3].isdigit():
+        try:
+            os.kill(int(parts[3]), 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, another user's
+    return holder or None
+
+
 def holds_workdir(job: Callable[..., dict]) -> Callable[..., dict]:
     """Decorate a job's `train_and_evaluate(config, workdir, ...)` so it runs under `exclusive(workdir)`."""
 
