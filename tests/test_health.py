@@ -124,6 +124,46 @@ def test_health_figures_equal_the_papers_definitions_on_1_and_8_devices(views, d
     assert float(skipped[health.NEGATIVE_COSINE]) == pytest.approx(expected[health.NEGATIVE_COSINE], rel=2e-4)
 
 
+def _collectives_in_conditional_branches(hlo: str) -> list[str]:
+    """The collective ops reachable from any `conditional`'s branch computations in HLO text."""
+    bodies, name = {}, None
+    for line in hlo.splitlines():
+        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if header:
+            name = header.group(1)
+            bodies[name] = []
+        elif name:
+            bodies[name].append(line)
+    todo = [b.strip().lstrip("%") for m in re.findall(r"branch_computations=\{([^}]*)\}", hlo) for b in m.split(",")]
+    seen, found = set(), []
+    while todo:
+        computation = todo.pop()
+        if computation in seen:
+            continue
+        seen.add(computation)
+        body = "\n".join(bodies.get(computation, []))
+        found += re.findall(r"\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)\b", body)
+        todo += [called for called in re.findall(r"%([\w.\-]+)", body) if called in bodies]
+    return found
+
+
+@pytest.mark.parametrize("batch, width", [(16, 24), (4, 64)])  # more rows than columns, and fewer
+def test_the_logged_steps_branch_holds_no_collective(batch, width):
+    """A collective inside a `lax.cond` can run in a different order on each device: XLA:CPU's
+    in-process collectives then wait for each other until they abort (a smoke recipe on 2 fake
+    devices did, 3 runs of 4). The effective ranks' branch gets replicated Gram matrices."""
+    rng = np.random.default_rng(0)
+    z = _unit(rng.normal(size=(batch, 2, 8))).astype(np.float32)
+    features = rng.normal(size=(batch * 2, width)).astype(np.float32)
+    labels = rng.integers(0, 4, size=batch).astype(np.int32)
+    shard = NamedSharding(parallel.create_mesh(jax.devices()[:2]), P("data"))
+    args = [jax.device_put(a, shard) for a in (z, features, labels)]
+    measure = jax.jit(lambda *a, ranks: health.health_figures(*a, with_ranks=ranks))
+    hlo = measure.lower(*args, jnp.float32(3.0), jnp.float32(4.5), ranks=jnp.asarray(True)).compile().as_text()
+    assert "conditional(" in hlo and "all-reduce" in hlo  # the cond, and the batch reduced outside it
+    assert _collectives_in_conditional_branches(hlo) == []
+
+
 def test_simclr_positives_are_the_views_of_one_image_and_a_one_class_batch_has_no_negatives():
     rng = np.random.default_rng(0)
     z = _unit(rng.normal(size=(8, 2, 4))).astype(np.float32)

@@ -48,10 +48,20 @@ RANKME_EPSILON = 1e-7  # Garrido et al.'s epsilon in p_k = sigma_k / ||sigma||_1
 def effective_rank(x: jax.Array) -> jax.Array:
     """RankMe of the rows of `x` `[N, D]`: exp(-sum_k p_k log p_k), p_k = sigma_k / sum(sigma) +
     epsilon over the singular values sigma of `x` (not centred, as in the paper). Between 1 (every
-    row a multiple of one vector) and min(N, D). The singular values come from the eigenvalues of
-    the smaller Gram matrix (D x D or N x N), which a sharded `x` reduces across devices."""
+    row a multiple of one vector) and min(N, D)."""
+    return rank_of_gram(gram_matrix(x))
+
+
+def gram_matrix(x: jax.Array) -> jax.Array:
+    """`x.T @ x` `[D, D]` in float32: its eigenvalues are the squared singular values of `x`. A
+    batch-sharded `x` is reduced across devices here, so what `rank_of_gram` gets is replicated."""
     x = x.astype(jnp.float32)
-    gram = x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
+    return x.T @ x
+
+
+def rank_of_gram(gram: jax.Array) -> jax.Array:
+    """RankMe from the Gram matrix of the rows (see `effective_rank`); no cross-device work, so it
+    may sit in a `lax.cond`."""
     # LAPACK reads one triangle; jnp's default symmetrisation (an elementwise fusion in the
     # eigensolver's column-major layout) is refused by XLA:CPU's YNNPACK fusion (jaxlib 0.10.2).
     eigenvalues = jnp.linalg.eigvalsh(gram, symmetrize_input=False)
@@ -69,11 +79,11 @@ def _masked_mean(values: jax.Array, where: jax.Array) -> jax.Array:
     return jnp.where(count > 0, jnp.sum(jnp.where(where, values, 0.0)) / jnp.maximum(count, 1), jnp.nan)
 
 
-def _effective_ranks(rows: jax.Array, features: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return effective_rank(rows), effective_rank(features)
+def _effective_ranks(grams: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    return rank_of_gram(grams[0]), rank_of_gram(grams[1])
 
 
-def _not_measured(rows: jax.Array, features: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _not_measured(grams: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
     return jnp.array(jnp.nan, jnp.float32), jnp.array(jnp.nan, jnp.float32)
 
 
@@ -101,11 +111,14 @@ def health_figures(
     z = jax.lax.stop_gradient(projections).astype(jnp.float32)
     features = jax.lax.stop_gradient(features)
     batch, views, dim = z.shape
-    rows = z.reshape(batch * views, dim)
+    # The Gram matrices (their cross-device reduction included) are formed at every step, outside
+    # the `lax.cond`: a collective inside a conditional can run in another order on each device
+    # and deadlock XLA:CPU's in-process collectives (seen on 2 fake devices, jaxlib 0.10.2).
+    grams = (gram_matrix(z.reshape(batch * views, dim)), gram_matrix(features))
     if isinstance(with_ranks, bool):
-        ranks = (_effective_ranks if with_ranks else _not_measured)(rows, features)
+        ranks = (_effective_ranks if with_ranks else _not_measured)(grams)
     else:
-        ranks = jax.lax.cond(with_ranks, _effective_ranks, _not_measured, rows, features)
+        ranks = jax.lax.cond(with_ranks, _effective_ranks, _not_measured, grams)
     figures = {
         RANK_PROJECTION: ranks[0],
         RANK_ENCODER: ranks[1],
