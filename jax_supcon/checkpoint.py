@@ -174,21 +174,22 @@ class Checkpointer:
         """(state, step) of checkpoint `which` (`select_step`), restored into `target(step)`, from a
         run that may still be training: when its own rotation deletes the chosen step before it is
         read, `latest` picks the newest again; any other choice is a one-line ValueError."""
-        for attempt in range(attempts):
+        attempt = 1
+        while True:
             step = self.select_step(which, records, metric)
             try:
                 return self.restore(target(step), step), step
             except Exception:
                 if os.path.isdir(os.path.join(self.directory, str(step))):
                     raise  # not rotation: the checkpoint itself is unreadable
-                self._manager.reload()
-                if which != "latest" or attempt == attempts - 1:
+                if which != "latest" or attempt == attempts:
                     raise ValueError(
                         f"checkpoint step {step} in {self.directory} was deleted while it was being read: the "
                         "run there is still training and rotating its checkpoints; ask for checkpoint 'latest' "
                         "or wait for the run to end"
                     ) from None
-        raise AssertionError("unreachable")
+            self._manager.reload()
+            attempt += 1
 
     def metadata(self, step: int) -> Any:
         """The saved tree of checkpoint `step`: shapes and dtypes, no data (to restore any job's state)."""

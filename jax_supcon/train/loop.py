@@ -36,9 +36,17 @@ class TrainingCollapsed(TrainingDiverged):
     diverged one, its checkpoints kept."""
 
 
-def _kept_checkpoints(checkpointer: Checkpointer) -> str:
-    good = checkpointer.latest_step()
-    return "No checkpoint was saved before it" if good is None else f"The last good checkpoint is step {good}"
+def _kept_checkpoints(checkpointer: Checkpointer, collapse_since: int | None = None) -> str:
+    """What a stopped run leaves to resume from: after a divergence the latest checkpoint is good;
+    after a collapse (`collapse_since`: its first step) it may have been saved inside it."""
+    checkpointer.wait()
+    latest = checkpointer.latest_step()
+    if collapse_since is None:
+        return "No checkpoint was saved before it" if latest is None else f"The last good checkpoint is step {latest}"
+    if latest is None:
+        return "No checkpoint was saved"
+    when = "after the collapse began" if latest >= collapse_since else "before the collapse"
+    return f"The latest checkpoint is step {latest}, saved {when}"
 
 
 def _should_stop(step: int) -> bool:
@@ -57,7 +65,6 @@ def _check_finite(pending: list[tuple[int, dict]], checkpointer: Checkpointer) -
     fetched = jax.device_get([metrics for _, metrics in pending])
     for (step, _), metrics in zip(pending, fetched, strict=True):
         if not metrics[FINITE]:
-            checkpointer.wait()
             loss = float(metrics["loss"])
             what = f"loss is {loss}" if not np.isfinite(loss) else f"the parameters are not finite (loss {loss:.4g})"
             raise TrainingDiverged(
@@ -90,16 +97,9 @@ def _watch_collapse(
     watch.detected = collapse
     advice = health.collapse_advice(config)
     if config.get("stop_on_collapse", True):
-        checkpointer.wait()
-        latest = checkpointer.latest_step()
-        if latest is None:
-            kept = "No checkpoint was saved"
-        else:
-            when = "after the collapse began" if latest >= collapse.since else "before the collapse"
-            kept = f"The latest checkpoint is step {latest}, saved {when}"
         raise TrainingCollapsed(
-            f"{collapse.describe()}; stopped. {kept} ({advice}, in a new --workdir; "
-            "--config.stop_on_collapse=False only warns)"
+            f"{collapse.describe()}; stopped. {_kept_checkpoints(checkpointer, collapse.since)} "
+            f"({advice}, in a new --workdir; --config.stop_on_collapse=False only warns)"
         )
     logger.warn(f"{collapse.describe()}; training goes on (stop_on_collapse=False): {advice}")
 

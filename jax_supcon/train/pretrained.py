@@ -93,19 +93,11 @@ def restore_pretrained(pretrained_workdir: str, mesh: Mesh, which: str = "latest
     return pre_config, model, state, step
 
 
-def stage_one_status(pretrained_workdir: str) -> dict:
-    """Whether the stage-1 run has finished (its summary written) and, if not, whether it is still
-    training (`workdir.running_holder`): what a stage 2 started from it records and says."""
-    finished = os.path.exists(os.path.join(pretrained_workdir, SUMMARY_FILE))
-    holder = None if finished else running_holder(pretrained_workdir)
-    return {"finished": finished, "running": holder}
-
-
-def unfinished_note(pretrained_workdir: str, status: dict, step: int) -> str | None:
-    """One line for a stage 2 started from a stage 1 that has not finished; None when it has."""
-    if status["finished"]:
-        return None
-    why = f"is still training ({status['running']})" if status["running"] else "stopped before its last step"
+def unfinished_note(pretrained_workdir: str, step: int) -> str:
+    """The line a stage 2 prints when its stage 1 has not finished (no summary yet): still
+    training (`workdir.running_holder`) or stopped before its last step."""
+    holder = running_holder(pretrained_workdir)
+    why = f"is still training ({holder})" if holder else "stopped before its last step"
     return f"the stage-1 run in {pretrained_workdir!r} {why}: using its checkpoint at step {step}, not a finished run's"
 
 
@@ -130,17 +122,16 @@ def restore_pinned(workdir: str, pretrained_workdir: str, mesh: Mesh, which: str
     checkpoint that is gone or rewritten is a one-line error."""
     pin_path = os.path.join(workdir, PIN_FILE)
     if not os.path.exists(pin_path):
-        status = stage_one_status(pretrained_workdir)
+        finished = os.path.exists(os.path.join(pretrained_workdir, SUMMARY_FILE))  # before a checkpoint is read
         pre_config, model, state, step = restore_pretrained(pretrained_workdir, mesh, which)
         pin = {
             "step": step,
             "fingerprint": checkpoint_fingerprint(pretrained_workdir, step),
             "asked": which,
-            "stage1_finished": status["finished"],
+            "stage1_finished": finished,
         }
-        note = unfinished_note(pretrained_workdir, status, step)
-        if note and jax.process_index() == 0:
-            print(f"jax-supcon: note: {note}", file=sys.stderr, flush=True)
+        if not finished and jax.process_index() == 0:
+            print(f"jax-supcon: note: {unfinished_note(pretrained_workdir, step)}", file=sys.stderr, flush=True)
         return pre_config, model, state, step, pin
     with open(pin_path) as f:
         pin = json.load(f)
