@@ -68,6 +68,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Label-noise experiments: this fraction of each training class gets a wrong label, drawn per
     # seed (0: clean). Evaluation labels are never touched. See sources.noisy_labels.
     config.data.label_noise = 0.0
+    # Validation without the test split: this fixed, class-stratified fraction of the training
+    # split (the same images for every seed and job) is kept out of training; validation, the
+    # best checkpoint and `jax-supcon-sweep --select` read it, and the test split is read once, at
+    # the end of a run. 0: validation reads the test split. See sources.split_off_validation.
+    config.data.validation_fraction = 0.0
     config.data.samples_per_class = 0  # > 0: class-balanced batches of this many examples per class
     config.data.eval_crop_fraction = 0.875  # varying-size images: centre crop of image_size / fraction
     config.data.verify_files = True  # folder: decode-check every file once at start

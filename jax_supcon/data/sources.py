@@ -429,6 +429,16 @@ def subset(source: Source, kept: np.ndarray, labels: np.ndarray, num_classes: in
     return dataclasses.replace(source, **changes)
 
 
+def _per_class_draw(labels: np.ndarray, count: Callable[[int], int], stream: int) -> np.ndarray:
+    """Sorted positions of `count(n)` examples of each class (n of them), drawn with a fixed seed
+    per class and `stream`: the same draw for every run and seed."""
+    kept = [np.zeros(0, np.int64)]
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        kept.append(np.random.default_rng([stream, int(label)]).permutation(members)[: count(len(members))])
+    return np.sort(np.concatenate(kept))
+
+
 def class_balanced_subset(source: Source, fraction: float, stream: int = 0) -> Source:
     """A class-balanced part of a training split: `round(fraction * n)` of each class's n
     examples, at least one, drawn once with a fixed seed per class and `stream` (the same subset
@@ -437,13 +447,43 @@ def class_balanced_subset(source: Source, fraction: float, stream: int = 0) -> S
     if fraction == 1.0:
         return source
     source = held_in_memory(source)
-    kept = []
-    for label in np.unique(source.labels):
-        members = np.flatnonzero(source.labels == label)
-        count = max(1, round(fraction * len(members)))
-        kept.append(np.random.default_rng([stream, int(label)]).permutation(members)[:count])
-    kept = np.sort(np.concatenate(kept))
+    kept = _per_class_draw(source.labels, lambda n: max(1, round(fraction * n)), stream)
     return subset(source, kept, source.labels[kept])
+
+
+VALIDATION_STREAM = 2  # the validation draw's seed stream, apart from the subsets' 0 and 1
+
+
+def validation_positions(labels: np.ndarray, fraction: float) -> np.ndarray:
+    """Sorted positions of the validation part of a training split (`data.validation_fraction`):
+    `round(fraction * n)` of each class's n examples, at least one and at most n - 1 (a class of
+    one example stays in training), drawn with a fixed seed per class: the same images whatever
+    `config.seed`, the job or the other data settings."""
+    return _per_class_draw(labels, lambda n: min(max(1, round(fraction * n)), n - 1), VALIDATION_STREAM)
+
+
+def split_off_validation(source: Source, fraction: float) -> tuple[Source, Source | None]:
+    """(training part, validation part) of a training split (`validation_positions`), each in
+    split order and disjoint; `fraction` 0 gives (source, None). Only indexable sources can be
+    cut: a tfds split is sliced by name instead (`data.train_split='train[:90%]'`,
+    `data.eval_split='train[90%:]'`)."""
+    if not fraction:
+        return source, None
+    if not source.indexable:
+        raise ValueError(
+            f"data.validation_fraction={fraction} needs an indexable data set (digits, mnist5k, synthetic, "
+            f"folder:PATH), not the streamed tfds {source.name!r}; slice its split by name instead, e.g. "
+            f"--config.data.train_split='train[:90%]' --config.data.eval_split='train[90%:]'"
+        )
+    held = validation_positions(source.labels, fraction)
+    if held.size == 0:
+        raise ValueError(
+            f"data.validation_fraction={fraction} leaves no validation image: every class of {source.name!r} "
+            f"split {source.split!r} has a single example"
+        )
+    trained = np.setdiff1d(np.arange(source.num_examples), held)
+    validation = dataclasses.replace(subset(source, held, source.labels[held]), split=f"{source.split}:validation")
+    return subset(source, trained, source.labels[trained]), validation
 
 
 def label_fraction_subset(source: Source, fraction: float) -> Source:
@@ -544,6 +584,12 @@ def validate_data_config(data: ml_collections.ConfigDict, batch_size: int) -> No
         fraction = data.get(key, 1.0)
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
             raise ValueError(f"data.{key}={fraction!r} must be in (0, 1] (1: {meaning})")
+    held = data.get("validation_fraction", 0.0)
+    if isinstance(held, bool) or not isinstance(held, (int, float)) or not 0 <= held < 1:
+        raise ValueError(
+            f"data.validation_fraction={held!r} must be in [0, 1) "
+            "(0: no validation part, validation reads the test split)"
+        )
     noise = data.get("label_noise", 0.0)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1:
         raise ValueError(f"data.label_noise={noise!r} must be in [0, 1) (0: clean labels)")

@@ -39,9 +39,37 @@ def top_k_hits(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Arr
 
 
 def top_k_accuracy(
-    logits_fn: Callable[[Any, jax.Array], jax.Array], variables: Any, source: Source, mesh: Mesh, *, batch_size: int
+    logits_fn: Callable[[Any, jax.Array], jax.Array],
+    variables: Any,
+    source: Source,
+    mesh: Mesh,
+    *,
+    batch_size: int,
+    split: str = "test",
 ) -> dict[str, float]:
-    """`test_top1` and `test_top5` of `logits_fn(variables, uint8 images)` over the whole `source`."""
+    """`{split}_top1` and `{split}_top5` of `logits_fn(variables, uint8 images)` over the whole `source`."""
     count = jax.jit(lambda v, batch: top_k_hits(logits_fn(v, batch["image"]), batch["label"], batch["mask"]))
     top1, top5 = sum_over_split(lambda batch: count(variables, batch), source, mesh, batch_size)
-    return {"test_top1": int(top1) / source.num_examples, "test_top5": int(top5) / source.num_examples}
+    return {f"{split}_top1": int(top1) / source.num_examples, f"{split}_top5": int(top5) / source.num_examples}
+
+
+def validation_and_test_accuracy(
+    logits_fn: Callable[[Any, jax.Array], jax.Array],
+    variables: Any,
+    validation: Source | None,
+    test: Source,
+    mesh: Mesh,
+    *,
+    batch_size: int,
+    validation_is_test: bool,
+) -> dict[str, float]:
+    """`val_top1/5` on the validation images and `test_top1/5` on the test split (one pass when
+    validation reads the test split), with `test_examples`."""
+    tested = top_k_accuracy(logits_fn, variables, test, mesh, batch_size=batch_size)
+    if validation_is_test:
+        validated = {key.replace("test_", "val_", 1): value for key, value in tested.items()}
+    elif validation is not None:
+        validated = top_k_accuracy(logits_fn, variables, validation, mesh, batch_size=batch_size, split="val")
+    else:
+        validated = {}
+    return validated | tested | {"test_examples": test.num_examples}

@@ -1,5 +1,7 @@
 """Validation without a classifier, for pretraining runs: kNN accuracy and retrieval/clustering
-metrics of the test split, on encoder features and on projection-head outputs."""
+metrics of the validation images (`data.validation_fraction`, else the test split), on encoder
+features and on projection-head outputs; the same metrics of the test split, read once at the
+end of a run, carry `test/` for `val/`."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from jax_supcon.evaluate.retrieval import query_gallery_split, retrieval_metrics
 
 SPACES = {"encoder": "encoder", "head": "projection"}  # metric prefix -> embeddings key
 RECALL_AT = (1, 2, 4, 8)  # Recall@K as metric-learning papers report it (config.eval.recall_at)
-PROBE_METRIC = "val/probe_top1"  # the online linear probe's test top-1 (pretrain with online_probe)
+PROBE_METRIC = "val/probe_top1"  # the online linear probe's validation top-1 (pretrain with online_probe)
 CLOSED_SET_BEST = "val/encoder/knn_top1"  # best_metric "auto" when every class is trained on
 OPEN_SET_BEST = "val/encoder/mean_average_precision_at_r"  # ... and when classes are held out
 
@@ -30,6 +32,11 @@ def validation_metrics(recall_at: tuple[int, ...] = RECALL_AT, *, open_set: bool
 
 
 VALIDATION_METRICS = validation_metrics()
+
+
+def as_test_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Validation metrics (`val/...`) renamed as the test split's (`test/...`)."""
+    return {f"test/{key.removeprefix('val/')}": value for key, value in metrics.items() if key.startswith("val/")}
 
 
 def resolve_best_metric(best_metric: str, *, open_set: bool) -> str:

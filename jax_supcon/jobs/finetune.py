@@ -35,6 +35,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             workdir, config.pretrained_workdir, data.mesh, str(config.checkpoint)
         )
         config = pretrained.inherit_pretrained(config, pre_config)
+        pretrained.check_same_validation(config, pre_config)
         trained = pretrained.pretrained_variables(state, pre_config, config.pretrained_ema)
         encoder = pretrained.encoder_variables(trained)
 

@@ -115,6 +115,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         workdir, config.pretrained_workdir, mesh, str(config.checkpoint)
     )
     config = pretrained.inherit_pretrained(config, pre_config)
+    pretrained.check_same_validation(config, pre_config)
     encoder = models.create_encoder(pre_config.model)
     frozen = pretrained.encoder_variables(
         pretrained.pretrained_variables(pretrained_state, pre_config, config.pretrained_ema)
@@ -161,13 +162,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     with loop.training_run(workdir, "linear_eval", config, checkpointer) as run:
         state, last = run.run_steps(state, train_step, batches, total_steps)
         variables = {"classifier": state.variables(config.eval_with_ema)["params"], "encoder": frozen}
-        accuracy = classification.top_k_accuracy(
-            logits, variables, test_source, mesh, batch_size=config.eval_batch_size
+        accuracy = classification.validation_and_test_accuracy(
+            logits,
+            variables,
+            data.validation,
+            test_source,
+            mesh,
+            batch_size=config.eval_batch_size,
+            validation_is_test=data.validation_is_test,
         )
-        run.logger.write(total_steps, accuracy)
+        run.logger.write(total_steps, {k: v for k, v in accuracy.items() if k != "test_examples"})
     summary = loop.run_summary("linear_eval", total_steps, last, started, mesh) | {
         **accuracy,
-        "test_examples": test_source.num_examples,
+        **inputs.validation_summary(data),
         "pretrained_workdir": os.path.abspath(config.pretrained_workdir),
         "pretrained_checkpoint": str(config.checkpoint),
         "pretrained_step": pretrained_step,

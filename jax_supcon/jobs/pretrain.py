@@ -20,6 +20,7 @@ from jax_supcon.evaluate import embeddings, retrieval, validation
 from jax_supcon.train import health, inputs, loop, preemption, pretrained
 from jax_supcon.train import queue as feature_queue
 from jax_supcon.train import workdir as run_dir
+from jax_supcon.train.inputs import validation_summary
 from jax_supcon.train.state import (
     TrainState,
     abstract_state,
@@ -206,23 +207,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         variables = state.variables(config.eval_with_ema)
         return embeddings.compute_embeddings(forward, variables, source, mesh, batch_size=config.eval_batch_size)
 
-    # What validation retrieves and the final maps show: the held-out classes when there are
-    # some (open set), else the test split; the last validation's embeddings, by step, are reused.
-    shown_source = data.held_out or data.test
-    latest_shown = {}
+    open_set = data.held_out is not None
+    final_gallery = {}  # the training split's embeddings at the last step, shared by validation and test
 
-    def evaluate(state):
-        latest_shown.clear()
-        latest_shown[int(jax.device_get(state.step))] = shown = embed(state, shown_source)
+    def gallery(state):
+        step = int(jax.device_get(state.step))
+        if step in final_gallery:
+            return final_gallery[step]
+        embedded = embed(state, train_source)
+        if step == total_steps:
+            final_gallery[step] = embedded
+        return embedded
+
+    def metrics_of(state, shown, seen):
+        """Retrieval, kNN and probe metrics of embedded queries `shown` (the held-out classes' when
+        open set, else `seen`'s): kNN retrieves from the training split, the probe scores `seen`
+        (the training classes' images)."""
         recall_at = tuple(config.eval.recall_at)
-        if data.held_out is not None:
+        if open_set:
             metrics = validation.open_set_metrics(
                 shown, recall_at=recall_at, gallery_fraction=config.eval.gallery_fraction, seed=config.seed
             )
-            seen_test = embed(state, data.test) if model.probe_classes and data.test is not None else None
+            seen_embedded = embed(state, seen) if model.probe_classes and seen is not None else None
         else:
             metrics = validation.embedding_metrics(
-                embed(state, train_source),
+                gallery(state),
                 shown,
                 k=config.knn_k,
                 temperature=config.knn_temperature,
@@ -230,32 +239,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
                 seed=config.seed,
                 recall_at=recall_at,
             )
-            seen_test = shown
-        if model.probe_classes and seen_test is not None:  # on the training classes' test images
+            seen_embedded = shown
+        if model.probe_classes and seen_embedded is not None:  # on the training classes' images
             probe = jax.device_get(state.variables(config.eval_with_ema)["params"]["probe"]["linear"])
             metrics[validation.PROBE_METRIC] = validation.linear_accuracy(
-                seen_test["encoder"], seen_test["labels"], **probe
+                seen_embedded["encoder"], seen_embedded["labels"], **probe
             )
         return metrics
+
+    # Validation reads `data.validation*` (the test split itself without data.validation_fraction);
+    # the test split is read once, after the last step. The final maps show the test side; the
+    # last validation's embeddings, by step, are reused when they are of the test split.
+    validated_source = data.validation_held_out or data.validation
+    shown_source = data.held_out or data.test
+    latest_shown = {}
+
+    def evaluate(state):
+        latest_shown.clear()
+        latest_shown[int(jax.device_get(state.step))] = shown = embed(state, validated_source)
+        return metrics_of(state, shown, data.validation)
 
     batches = inputs.training_batches(train_source, config, state, mesh, views=config.loss.num_views)
     started = time.perf_counter()
     plots = []
     watch = health.CollapseWatch(data.warmup_steps)
+    logged = validation.validation_metrics(tuple(config.eval.recall_at), open_set=open_set)
     with loop.training_run(workdir, "pretrain", config, checkpointer) as run:
         state, last = run.run_steps(
             state, train_step, batches, total_steps, evaluate if validating else None, collapse_watch=watch
         )
-        if config.plots:  # a collective: every process takes part (or none, when validation has it)
-            shown = latest_shown.get(total_steps) or embed(state, shown_source)
+        validated = [r for r in run.logger.records() if any(key in r for key in logged)]
+        final_validation = {k: v for k, v in (validated[-1] if validated else {}).items() if k != "step"}
+        shown = latest_shown.get(total_steps) if data.validation_is_test else None
+        if shown is None and (config.plots or (validating and not data.validation_is_test)):
+            shown = embed(state, shown_source)  # a collective: every process takes part
+        tested = {}
+        if validating:
+            measured = final_validation if data.validation_is_test else metrics_of(state, shown, data.test)
+            tested = validation.as_test_metrics(measured)
+            run.logger.write(total_steps, tested)
         if config.plots and parallel.is_main_process():
-            plots = _final_plots(workdir, config, shown, shown_source, open_set=data.held_out is not None)
+            plots = _final_plots(workdir, config, shown, shown_source, open_set=open_set)
     records = run.logger.records()
-    logged = validation.validation_metrics(tuple(config.eval.recall_at), open_set=data.held_out is not None)
-    validated = [r for r in records if any(key in r for key in logged)]
-    summary = loop.run_summary("pretrain", total_steps, last, started, mesh) | {
-        k: v for k, v in (validated[-1] if validated else {}).items() if k != "step"
-    }
+    summary = loop.run_summary("pretrain", total_steps, last, started, mesh) | final_validation | tested
+    summary |= validation_summary(data)
     # The last logged health figures, and the collapse when the run went on after one
     # (stop_on_collapse=False): a collapsed run's figures are never read as a good run's.
     summary |= {k: v for k, v in last.items() if k.startswith(health.PREFIX)}

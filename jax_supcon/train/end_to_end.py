@@ -66,9 +66,10 @@ def train_end_to_end(
     before_start: Callable[[], None] = lambda: None,
 ) -> dict:
     """Run (or resume) encoder + linear classifier trained end to end with cross-entropy in
-    `workdir` on `data` (loaded by `inputs.load_training_data`); returns the summary with test
-    top-1/top-5 (on the training classes' test images), and with held-out classes the retrieval
-    metrics of the encoder's features on theirs (`val/encoder/...`, as pretraining's validation).
+    `workdir` on `data` (loaded by `inputs.load_training_data`); returns the summary with
+    validation and test top-1/top-5 (`val_top1`, `test_top1`: the training classes' images), and
+    with held-out classes the retrieval metrics of the encoder's features on theirs
+    (`val/encoder/...` on the validation side, `test/encoder/...` on the test split's).
     `initial_encoder(target)` gives the starting encoder's loader (None: random init), the
     encoder's updates are scaled by `encoder_lr_multiplier`, and `before_start()` runs once the
     config is recorded (a stage-2 run writes its pin there)."""
@@ -122,13 +123,24 @@ def train_end_to_end(
         variables = state.variables(config.eval_with_ema)
         results = {}
         if data.test is not None:
-            results = classification.top_k_accuracy(
-                logits, variables, data.test, mesh, batch_size=config.eval_batch_size
-            ) | {"test_examples": data.test.num_examples}
+            results = classification.validation_and_test_accuracy(
+                logits,
+                variables,
+                data.validation,
+                data.test,
+                mesh,
+                batch_size=config.eval_batch_size,
+                validation_is_test=data.validation_is_test,
+            )
         if data.held_out is not None:
-            results |= _held_out_retrieval(model, variables, data.held_out, mesh, config)
+            tested = _held_out_retrieval(model, variables, data.held_out, mesh, config)
+            if not data.validation_is_test:
+                results |= _held_out_retrieval(model, variables, data.validation_held_out, mesh, config)
+            else:
+                results |= tested
+            results |= validation.as_test_metrics(tested)
         run.logger.write(total_steps, {k: v for k, v in results.items() if k != "test_examples"})
-    summary = loop.run_summary(job, total_steps, last, started, mesh) | results
+    summary = loop.run_summary(job, total_steps, last, started, mesh) | results | inputs.validation_summary(data)
     return run_dir.finish_run(workdir, config, summary, run.logger.records(), [])
 
 

@@ -23,19 +23,27 @@ class TrainingData(NamedTuple):
     """`train` holds the training classes only, relabelled 0..n-1 when classes are held out
     (`data.train_classes`); `test` is the evaluation split's examples of those classes, labelled
     alike (None when it has none, as in Stanford Online Products); `held_out` its examples of
-    the other classes with their own ids (None when nothing is held out). The training split is
-    cut to `data.train_fraction`, then `data.label_fraction`, and its labels carry
-    `data.label_noise`; evaluation splits are never changed. `config` is the run's
-    config with what the data decided recorded (`data.num_classes`, `data.class_ids`,
-    `best_metric`)."""
+    the other classes with their own ids (None when nothing is held out). `validation` and
+    `validation_held_out` are the same two roles for validation: with `data.validation_fraction`
+    the part of the training split kept out of training (`sources.split_off_validation`), else
+    `test` and `held_out` themselves (`validation_is_test`). The training split is cut to
+    `data.train_fraction`, then `data.label_fraction`, and its labels carry `data.label_noise`;
+    validation and evaluation splits are never changed. `config` is the run's config with what the
+    data decided recorded (`data.num_classes`, `data.class_ids`, `best_metric`)."""
 
     config: ml_collections.ConfigDict
     mesh: Mesh
     train: Source
     test: Source | None
     held_out: Source | None
+    validation: Source | None
+    validation_held_out: Source | None
     total_steps: int
     warmup_steps: int
+
+    @property
+    def validation_is_test(self) -> bool:
+        return not self.config.data.validation_fraction
 
 
 def load_training_data(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> TrainingData:
@@ -56,6 +64,8 @@ class TrainingSplits(NamedTuple):
     train: Source
     test: Source | None
     held_out: Source | None
+    validation: Source | None
+    validation_held_out: Source | None
     total_steps: int
     warmup_steps: int
 
@@ -67,8 +77,9 @@ def training_splits(config: ml_collections.ConfigDict) -> TrainingSplits:
     test = sources.load_source(config.data, "test")
     if config.data.samples_per_class:  # class-balanced batches index the split: tfds records held in memory
         train = sources.held_in_memory(train)
+    train, carved = sources.split_off_validation(train, config.data.validation_fraction)
     split = classes.class_split(config.data.train_classes, train.num_classes)
-    held_out = None
+    held_out = validation = validation_held_out = None
     if split is None and config.eval.gallery_fraction is not None:
         raise ValueError(
             f"eval.gallery_fraction={config.eval.gallery_fraction} needs held-out classes, but "
@@ -76,8 +87,15 @@ def training_splits(config: ml_collections.ConfigDict) -> TrainingSplits:
         )
     if split is not None:
         held_out = classes.restrict(test, split.held_out, relabel=False, missing_ok=False, role="held-out")
+        if carved is not None:
+            validation_held_out = _held_out_validation(carved, split, config.data)
+            validation = classes.restrict(carved, split.seen, relabel=True, missing_ok=True, role="training")
         train = classes.restrict(train, split.seen, relabel=True, missing_ok=False, role="training")
         test = classes.restrict(test, split.seen, relabel=True, missing_ok=True, role="training")
+    elif carved is not None:
+        validation = carved
+    if carved is None:
+        validation, validation_held_out = test, held_out
     train = sources.train_fraction_subset(train, config.data.train_fraction)
     train = sources.label_fraction_subset(train, config.data.label_fraction)
     train = sources.with_label_noise(train, config.data.label_noise, config.seed)
@@ -85,7 +103,30 @@ def training_splits(config: ml_collections.ConfigDict) -> TrainingSplits:
     if config.data.samples_per_class:
         pipeline.check_class_balanced(train, config.batch_size, config.data.samples_per_class)
     config = record_data(config, num_classes=train.num_classes if split is None else split.num_classes, split=split)
-    return TrainingSplits(config, train, test, held_out, total_steps, warmup_steps)
+    return TrainingSplits(config, train, test, held_out, validation, validation_held_out, total_steps, warmup_steps)
+
+
+def validation_summary(data: TrainingData) -> dict[str, str | int]:
+    """What a run's summary says of its validation images: `validation_split` ("test" when
+    validation reads the test split) and `validation_examples`."""
+    shown = data.validation_held_out or data.validation
+    carved = f"{data.config.data.train_split} (validation_fraction {data.config.data.validation_fraction})"
+    name = "test" if data.validation_is_test else carved
+    return {"validation_split": name, "validation_examples": 0 if shown is None else shown.num_examples}
+
+
+def _held_out_validation(carved: Source, split: classes.ClassSplit, data: ml_collections.ConfigDict) -> Source:
+    """The validation queries of an open-set run: the held-out classes' images in the training
+    split's validation part, never the test split's."""
+    held_out = classes.restrict(carved, split.held_out, relabel=False, missing_ok=True)
+    if held_out is None:
+        raise ValueError(
+            f"data.validation_fraction={data.validation_fraction} with held-out classes "
+            f"(data.train_classes={data.train_classes!r}) validates on their images in the training split "
+            f"{data.train_split!r}, which has none; set data.validation_fraction=0 (validation then reads "
+            "the test split)"
+        )
+    return held_out
 
 
 def record_data(

@@ -170,6 +170,18 @@ def inherit_pretrained(config: ml_collections.ConfigDict, pre_config: ml_collect
     return config
 
 
+def check_same_validation(config: ml_collections.ConfigDict, pre_config: ml_collections.ConfigDict) -> None:
+    """A stage-2 training job validates on the images stage 1 kept out of training: a different
+    `data.validation_fraction` would validate on images the encoder was trained on (or train on
+    stage 1's validation images), so it is a one-line error."""
+    own, theirs = config.data.validation_fraction, pre_config.data.get("validation_fraction", 0.0)
+    if own != theirs:
+        raise ValueError(
+            f"data.validation_fraction={own} differs from the pretrained run's {theirs}: stage 2 must validate "
+            f"on the images stage 1 kept out of training; set --config.data.validation_fraction={theirs}"
+        )
+
+
 def pretrained_variables(state: train_state.TrainState, pre_config, use_ema: bool = False) -> dict[str, Any]:
     """A stage-1 state's `params` and `batch_stats` (or their EMA, with a clear error when the run
     kept none)."""

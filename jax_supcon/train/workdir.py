@@ -194,7 +194,13 @@ ADDED_KEYS = {
     },
     "loss": {"queue_size": 0, "queue_views": "all"},
     "optimizer": {"encoder_lr_multiplier": 1.0, "layer_decay": 1.0},
-    "data": {"train_classes": "", "label_fraction": 1.0, "train_fraction": 1.0, "label_noise": 0.0},
+    "data": {
+        "train_classes": "",
+        "label_fraction": 1.0,
+        "train_fraction": 1.0,
+        "label_noise": 0.0,
+        "validation_fraction": 0.0,
+    },
 }
 
 
