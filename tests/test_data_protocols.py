@@ -176,6 +176,15 @@ def test_runs_validate_on_the_carved_part_read_the_test_split_once_and_resume(tm
         linear_eval.train_and_evaluate(linear, str(tmp_path / "lin0"), mesh=mesh)
     assert not (tmp_path / "lin0").exists()
     linear.data.validation_fraction = 0.1
+    linear.evaluate_test = False  # tuning: the test split is not read
+    tuned = linear_eval.train_and_evaluate(linear, str(tmp_path / "lin"), mesh=mesh)
+    assert "val_top1" in tuned and not any(key.startswith("test_") for key in tuned)
+    linear.evaluate_test = True  # the chosen run, started again: trains no more, reads the test split once
     summary = linear_eval.train_and_evaluate(linear, str(tmp_path / "lin"), mesh=mesh)
     assert {"val_top1", "val_top5", "test_top1", "test_top5"} <= set(summary)
     assert summary["test_examples"] == 360 and summary["validation_examples"] == 142
+    assert summary["val_top1"] == tuned["val_top1"] and summary["train_seconds"] == tuned["train_seconds"]
+    config.data.validation_fraction = 0.1
+    config.evaluate_test = False
+    untested = pretrain.train_and_evaluate(config, str(tmp_path / "pre_untested"), mesh=mesh)
+    assert "val/encoder/knn_top1" in untested and not any(key.startswith("test/") for key in untested)

@@ -4,6 +4,7 @@ own summaries), resumption, failed cells, chained stages, bad input; and W&B log
 import glob
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -239,12 +240,12 @@ def test_a_run_whose_stage_1_collapsed_is_a_failure_never_a_value(tmp_path, monk
 class InProcessRunner(sweep.Runner):
     """Runs each stage's job in this process (on two of the fake devices) instead of a `jax-supcon` process."""
 
-    def run_stage(self, stage, slot):
+    def run_stage(self, stage, slot, extra=()):
         import jax
 
         from jax_supcon import jobs, parallel
 
-        config = sweep.load_config(stage.config, stage.overrides)
+        config = sweep.load_config(stage.config, [*stage.overrides, *extra])
         jobs.train_and_evaluate(config, stage.workdir, mesh=parallel.create_mesh(jax.devices()[:2]))
         return 0
 
@@ -264,6 +265,43 @@ def test_a_real_sweep_chains_linear_evaluation_and_reports_raw_pixels(tmp_path, 
         assert cell["values"]["test_top1"] == [summary["test_top1"]]
     (baseline,) = record["baselines"]
     assert baseline["name"] == "raw pixels" and 0.9 < baseline["mean"]["test_top1"] <= 1.0
+
+
+def test_select_chooses_on_validation_and_only_the_chosen_cell_reads_the_test_split(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "Runner", InProcessRunner)
+    overrides = [*TINY, "--config.data.validation_fraction=0.2"]
+    run = options(
+        tmp_path, config=CE, grid=["optimizer.learning_rate=0.01,0.3"], seeds=2, overrides=overrides, select="val_top1"
+    )
+    record, _ = sweep.run_sweep(run)
+    assert record["metrics"] == ["val_top1", "test_top1"]
+    by_name = {cell["name"]: cell for cell in record["cells"]}
+    best = max(by_name.values(), key=lambda c: c["mean"]["val_top1"])["name"]
+    assert record["selected"] == best
+    for name, cell in by_name.items():
+        summaries = [read_json(os.path.join(w, "summary.json")) for w in cell["workdirs"]]
+        assert cell["values"]["val_top1"] == [s["val_top1"] for s in summaries]
+        if name == best:  # started again with evaluate_test: trained no more, read the test split
+            assert cell["values"]["test_top1"] == [s["test_top1"] for s in summaries]
+            assert all(s["steps"] == 2 for s in summaries)
+        else:
+            assert all("test_top1" not in s for s in summaries) and cell["mean"]["test_top1"] is None
+    table = (tmp_path / "sweep.md").read_text()
+    assert f"Chosen on validation (val_top1, data.validation_fraction): **{best}**" in table
+    assert sweep.run_sweep(run)[0]["cells"] == record["cells"]  # a second call reuses everything
+
+
+@pytest.mark.parametrize(
+    ("select", "overrides", "message"),
+    [
+        ("test_top1", ["--config.data.validation_fraction=0.2"], "--select='test_top1': choose on a validation metric"),
+        ("val_top1", [], "cell default has data.validation_fraction=0 (validation would read the test split)"),
+    ],
+)
+def test_select_refuses_a_test_metric_or_validation_on_the_test_split(select, overrides, message, tmp_path):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sweep.plan(options(tmp_path / "sweep", config=CE, overrides=[*TINY, *overrides], select=select))
+    assert not (tmp_path / "sweep").exists()
 
 
 def run_cli(*args, cwd):

@@ -1,7 +1,7 @@
 """Compare configs, methods and settings with one command: a grid of runs, each repeated over seeds.
 
 Usage: jax-supcon-sweep --config=FILE[:ARG] --workdir=DIR [--grid=KEY=V1,V2,...]... [--seeds=N]
-        [--then=FILE[:ARG]] [--metrics=NAME,...] [--parallel=K] [--name=NAME]
+        [--then=FILE[:ARG]] [--metrics=NAME,...] [--select=VAL_METRIC] [--parallel=K] [--name=NAME]
         [--config.KEY=VALUE ...] [--then.KEY=VALUE ...]             (or python -m jax_supcon.sweep)
 
 Each `--grid` varies one config key over a list of values (a list whose values contain commas
@@ -26,8 +26,16 @@ error bars, one panel per metric), with the raw-pixel 3-NN baseline of each data
 of their own (data held in memory only). The metrics: `--metrics` (names in the runs'
 summary.json; a validation metric by its short name, e.g. mean_average_precision_at_r), or by
 default the last stage's test_top1, else the open-set retrieval metrics, else kNN top-1. Exit
-code 1 when a run failed. With W&B on (--config.wandb.project=P) the runs are grouped by
-the sweep's name.
+code 1 when a run failed.
+
+`--select=METRIC` chooses on validation, never on the test split: every stage runs with
+`data.validation_fraction` > 0 and `evaluate_test=False` (no test figure is computed while
+tuning); the cell with the best mean of METRIC (`val_top1`, or a `val/...` key) over seeds is
+chosen, and only its runs are started again with `evaluate_test=True`, which reads the test split
+once (a finished run trains no more). The table shows METRIC for every cell and its test
+counterpart (`test_top1`, `test/...`) for the chosen cell only.
+
+With W&B on (--config.wandb.project=P) the runs are grouped by the sweep's name.
 """
 
 from __future__ import annotations
@@ -255,6 +263,12 @@ def plan(options) -> tuple[list[Cell], list[tuple[Cell, int, list[Stage]]]]:
         raise ValueError("the sweep sets config.seed itself (0..N-1 with --seeds=N); drop the seed override")
     if options.then_overrides and not options.then:
         raise ValueError(f"{options.then_overrides[0].replace('--config.', '--then.', 1)} needs --then=FILE")
+    if options.select:
+        check_select_metric(options.select)
+        options = options._replace(
+            overrides=[*options.overrides, NO_TEST],
+            then_overrides=[*options.then_overrides, NO_TEST] if options.then else options.then_overrides,
+        )
     base = load_config(options.config, options.overrides)
     for axis in axes:
         _check_grid_key(axis, base)
@@ -278,10 +292,34 @@ def plan(options) -> tuple[list[Cell], list[tuple[Cell, int, list[Stage]]]]:
                 checked = [check_stage(cell, stage) for stage in cell_stages]
                 if len(checked) == 2:
                     _check_same_data(cell, *checked)
+                if options.select and not checked[0].data.validation_fraction:
+                    raise ValueError(
+                        f"--select={options.select} chooses on validation, but cell {cell.name} has "
+                        "data.validation_fraction=0 (validation would read the test split); set "
+                        "--config.data.validation_fraction=0.1 (or a recipe that sets it)"
+                    )
             for stage in cell_stages:
                 check_recorded_config(cell, seed, stage)
             planned.append((cell, seed, cell_stages))
     return cells, planned
+
+
+NO_TEST = "--config.evaluate_test=False"  # what --select's tuning runs get
+READ_TEST = "--config.evaluate_test=True"  # ... and what the chosen cell's finished runs are started again with
+
+
+def check_select_metric(metric: str) -> None:
+    """`--select` names a validation figure: choosing on a test figure is what it exists to prevent."""
+    if not (metric in ("val_top1", "val_top5") or metric.startswith("val/")):
+        raise ValueError(
+            f"--select={metric!r}: choose on a validation metric (val_top1, val_top5 or a val/... key such as "
+            "val/encoder/knn_top1 or val/encoder/mean_average_precision_at_r), never on the test split"
+        )
+
+
+def test_counterpart(metric: str) -> str:
+    """The test split's figure of a validation metric: `val_top1` -> `test_top1`, `val/x` -> `test/x`."""
+    return "test_" + metric.removeprefix("val_") if metric.startswith("val_") else "test/" + metric.removeprefix("val/")
 
 
 def check_recorded_config(cell: Cell, seed: int, stage: Stage) -> None:
@@ -405,8 +443,9 @@ class Runner:
             env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         return env
 
-    def run_stage(self, stage: Stage, slot: int) -> int:
-        """`jax-supcon` on the stage, its output appended to `WORKDIR.log`; the exit code."""
+    def run_stage(self, stage: Stage, slot: int, extra: Sequence[str] = ()) -> int:
+        """`jax-supcon` on the stage (`extra` overrides after its own), its output appended to
+        `WORKDIR.log`; the exit code."""
         command = [
             sys.executable,
             "-m",
@@ -414,6 +453,7 @@ class Runner:
             f"--config={stage.config}",
             f"--workdir={stage.workdir}",
             *stage.overrides,
+            *extra,
         ]
         with open(f"{stage.workdir}.log", "a") as log:
             log.write(f"$ {shlex.join(command)}\n")
@@ -465,6 +505,22 @@ class Runner:
             return Outcome(summary, seconds, None)
         except Exception as error:  # noqa: BLE001 (a damaged workdir, a full disk: reported with the run)
             return Outcome(None, None, _failure(seed, stage, f"{type(error).__name__}: {error}"))
+        finally:
+            self._slots.put(slot)
+
+    def read_test(self, seed: int, stage: Stage, metric: str) -> Outcome:
+        """The test figures of a finished run tuned without them: the same command with
+        `evaluate_test=True` (the job trains no more, it reads the test split once)."""
+        slot = self._slots.get()
+        try:
+            summary = _read_summary(stage.workdir)
+            if summary is None or metric not in summary:
+                code = self.run_stage(stage, slot, extra=(READ_TEST,))
+                summary = _read_summary(stage.workdir)
+                if summary is None or metric not in summary:
+                    reason = f"no {metric} after the test evaluation: {_failure_line(f'{stage.workdir}.log', code)}"
+                    return Outcome(None, None, _failure(seed, stage, reason))
+            return Outcome(summary, None, None)
         finally:
             self._slots.put(slot)
 
@@ -531,7 +587,13 @@ def run_sweep(options) -> tuple[dict, list[str]]:
         entry["workdirs"].append(cell_stages[-1].workdir)
         if outcome.failure:
             entry["failures"].append(outcome.failure)
-    metrics = tuple(options.metrics) or report.default_metrics(s for e in by_cell.values() for s in e["summaries"])
+    selected = None
+    if options.select:
+        selected = _read_test_of_best(options, cells, planned, by_cell, runner)
+        metrics = (options.select, test_counterpart(options.select), *options.metrics)
+    else:
+        summaries = (s for e in by_cell.values() for s in e["summaries"])
+        metrics = tuple(options.metrics) or report.default_metrics(summaries)
     options = options._replace(metrics=list(metrics))
     rows = [
         {
@@ -549,13 +611,46 @@ def run_sweep(options) -> tuple[dict, list[str]]:
         "then": options.then,
         "seeds": options.seeds,
         "metrics": list(metrics),
-        "note": "Each value is the last stage's at the end of its run (no checkpoint chosen on the test split).",
+        "note": "Each value is the last stage's at the end of its run (no checkpoint chosen on the test split)."
+        + (
+            f" Chosen on validation ({options.select}, data.validation_fraction): **{selected}**; only its runs "
+            "read the test split."
+            if options.select
+            else ""
+        ),
+        "selected": selected,
         "cells": report.aggregate(rows, metrics),
         "baselines": baselines(cells, planned, options) if options.baselines else [],
         "stopped": runner.stopping.is_set(),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     return record, report.write_outputs(options.workdir, record)
+
+
+def _read_test_of_best(options, cells, planned, by_cell, runner: Runner) -> str | None:
+    """The cell with the best mean of `options.select` over its seeds (None: no cell finished);
+    its finished runs are started again to read the test split, their summaries replaced."""
+    from jax_supcon.report import sweep as report
+
+    rows = [{"name": cell.name, "summaries": by_cell[cell.name]["summaries"]} for cell in cells]
+    best = report.best_cells(report.aggregate(rows, [options.select]), [options.select])[options.select]
+    if best is None or runner.stopping.is_set():
+        return best
+    wanted = test_counterpart(options.select)
+    chosen = [(i, seed, stages) for i, (cell, seed, stages) in enumerate(planned) if cell.name == best]
+    entry = by_cell[best]
+    with concurrent.futures.ThreadPoolExecutor(options.parallel) as pool:
+        futures = {
+            i: pool.submit(runner.read_test, seed, stages[-1], wanted)
+            for i, (_, seed, stages) in enumerate(chosen)
+            if entry["summaries"][i] is not None
+        }
+        for i, future in futures.items():
+            outcome = future.result()
+            entry["summaries"][i] = outcome.summary
+            if outcome.failure:
+                entry["failures"].append(outcome.failure)
+    return best
 
 
 class Options(NamedTuple):
@@ -572,6 +667,7 @@ class Options(NamedTuple):
     overrides: list[str]
     then_overrides: list[str]
     command: str
+    select: str = ""
 
 
 def _define_flags() -> None:
@@ -581,6 +677,9 @@ def _define_flags() -> None:
     flags.DEFINE_integer("seeds", 1, "Run every cell with seeds 0..N-1.")
     flags.DEFINE_string("then", None, "A second stage (FILE[:ARG]) run on each pretrain cell's workdir.")
     flags.DEFINE_list("metrics", [], "Summary keys to aggregate (default: test_top1, else the validation metrics).")
+    flags.DEFINE_string(
+        "select", "", "A validation metric (val_top1, val/...): choose the best cell on it, then read its test split."
+    )
     flags.DEFINE_integer("parallel", 1, "Runs at a time.")
     flags.DEFINE_integer("gpus_per_cell", 0, "With --parallel: GPUs each run sees (CUDA_VISIBLE_DEVICES); 0: all.")
     flags.DEFINE_string("name", None, "The sweep's name (W&B group); default: the workdir's name.")
@@ -625,6 +724,7 @@ def options_from_flags(argv: Sequence[str]) -> Options:
         overrides=list(_PASSED_ON["config"]),
         then_overrides=list(_PASSED_ON["then"]),
         command=shlex.join(["jax-supcon-sweep", *argv]),
+        select=values.select,
     )
 
 

@@ -42,6 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
     # pretrain: a run whose projections collapse to one vector stops like a diverged one (exit code
     # 1; rule in train/health.py); False: it warns once, goes on, and its summary says so.
     config.stop_on_collapse = True
+    # Read the test split at the end of the run (test_top1, test/...). `jax-supcon-sweep --select`
+    # tunes with False, then starts the chosen cell's finished runs again with True: they only
+    # evaluate the test split.
+    config.evaluate_test = True
     config.online_probe = True  # pretrain: a linear classifier on stop-gradient features, logged as probe_top1
     config.pretrained_ema = False  # linear_eval / embed: restore the stage-1 run's EMA weights of the encoder
     config.precompute_features = False  # linear_eval without linear_augment: features computed once, then reused

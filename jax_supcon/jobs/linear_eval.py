@@ -137,9 +137,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     pretrained.write_pin(workdir, pin)
     recorded = os.path.join(workdir, run_dir.SUMMARY_FILE)
     if int(jax.device_get(state.step)) == total_steps and os.path.exists(recorded):
-        checkpointer.close()
         with open(recorded) as f:
-            return json.load(f)  # finished: the recorded result, not a second scoring
+            result = json.load(f)
+        if "test_top1" in result or not config.evaluate_test:
+            checkpointer.close()
+            return result  # finished: the recorded result, not a second scoring
+        # finished without reading the test split (evaluate_test was False): only that is left to do
     run_dir.write_parameter_overview(workdir, "linear_eval", state.params)
     shardings = state_shardings(state)
     step_options = dict(classifier=classifier, tx=tx, schedule=schedule, config=config)
@@ -166,7 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             logits,
             variables,
             data.validation,
-            test_source,
+            test_source if config.evaluate_test else None,
             mesh,
             batch_size=config.eval_batch_size,
             validation_is_test=data.validation_is_test,

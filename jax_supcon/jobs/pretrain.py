@@ -248,10 +248,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         return metrics
 
     # Validation reads `data.validation*` (the test split itself without data.validation_fraction);
-    # the test split is read once, after the last step. The final maps show the test side; the
-    # last validation's embeddings, by step, are reused when they are of the test split.
+    # the test split is read once, after the last step (with `evaluate_test`). The final maps show
+    # the test side (else the validation side); the last validation's embeddings, by step, are
+    # reused when they are of the same images.
     validated_source = data.validation_held_out or data.validation
-    shown_source = data.held_out or data.test
+    final_source = (data.held_out or data.test) if config.evaluate_test else validated_source
+    testing = validating and config.evaluate_test
     latest_shown = {}
 
     def evaluate(state):
@@ -270,16 +272,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         )
         validated = [r for r in run.logger.records() if any(key in r for key in logged)]
         final_validation = {k: v for k, v in (validated[-1] if validated else {}).items() if k != "step"}
-        shown = latest_shown.get(total_steps) if data.validation_is_test else None
-        if shown is None and (config.plots or (validating and not data.validation_is_test)):
-            shown = embed(state, shown_source)  # a collective: every process takes part
+        reused = data.validation_is_test or not config.evaluate_test
+        shown = latest_shown.get(total_steps) if reused else None
+        if shown is None and (config.plots or (testing and not data.validation_is_test)):
+            shown = embed(state, final_source)  # a collective: every process takes part
         tested = {}
-        if validating:
+        if testing:
             measured = final_validation if data.validation_is_test else metrics_of(state, shown, data.test)
             tested = validation.as_test_metrics(measured)
             run.logger.write(total_steps, tested)
         if config.plots and parallel.is_main_process():
-            plots = _final_plots(workdir, config, shown, shown_source, open_set=open_set)
+            plots = _final_plots(workdir, config, shown, final_source, open_set=open_set)
     records = run.logger.records()
     summary = loop.run_summary("pretrain", total_steps, last, started, mesh) | final_validation | tested
     summary |= validation_summary(data)
@@ -291,12 +294,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
 
 
 def _final_plots(workdir: str, config, shown: dict, source, *, open_set: bool) -> list[str]:
-    """The embedding maps of the evaluation images validation looks at (the held-out classes in
-    an open-set run, named so) and, open-set, the retrieval grid of some of their queries."""
+    """The embedding maps of the final evaluation images (the test split's, or the validation
+    images' without `evaluate_test`; the held-out classes in an open-set run, named so) and,
+    open-set, the retrieval grid of some of their queries."""
     from jax_supcon.report import plots as report_plots
 
     folder = os.path.join(workdir, report_plots.PLOTS_DIR)
-    name = "held_out_encoder" if open_set else "test_encoder"
+    side = "" if config.evaluate_test else "validation_"
+    name = f"{side}held_out_encoder" if open_set else f"{side or 'test_'}encoder"
     plots = report_plots.embedding_maps(shown["encoder"], shown["labels"], folder, name=name, seed=config.seed)
     if open_set and len(shown["labels"]) > 1:
         queries, matches = retrieval.retrieval_examples(
@@ -309,7 +314,7 @@ def _final_plots(workdir: str, config, shown: dict, source, *, open_set: bool) -
                 shown["labels"][queries],
                 images[len(queries) :].reshape(matches.shape + images.shape[1:]),
                 shown["labels"][matches],
-                os.path.join(folder, "held_out_retrieval.png"),
+                os.path.join(folder, f"{side}held_out_retrieval.png"),
                 title="Held-out classes: nearest gallery images by encoder features (green: same class)",
             )
         )

@@ -15,6 +15,7 @@ import numpy as np
 OPEN_SET_METRICS = ("mean_average_precision_at_r", "r_precision", "precision_at_1")
 SHORT_NAMES = {
     "test_top1": "test top-1",
+    "val_top1": "validation top-1",
     "mean_average_precision_at_r": "MAP@R",
     "r_precision": "R-precision",
     "precision_at_1": "Recall@1",
@@ -91,7 +92,15 @@ def _format(mean: float | None, std: float | None) -> str:
 
 
 def _short(metric: str) -> str:
-    return SHORT_NAMES.get(metric.removeprefix("val/encoder/"), metric)
+    """A column name: short names as they are, `val_`/`val/encoder/` and `test_`/`test/encoder/`
+    keys as "validation ..." and "test ..." (a `--select` table shows both)."""
+    if metric in SHORT_NAMES:
+        return SHORT_NAMES[metric]
+    for prefix, side in (("val/encoder/", "validation"), ("test/encoder/", "test"), ("val_", "validation")):
+        if metric.startswith(prefix):
+            name = metric.removeprefix(prefix)
+            return f"{side} {SHORT_NAMES.get(name, name)}" if prefix.endswith("/") else f"{side} {name}"
+    return metric
 
 
 def markdown_table(record: dict) -> str:

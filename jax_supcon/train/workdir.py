@@ -418,10 +418,25 @@ def write_parameter_overview(workdir: str, job: str, params: Any) -> None:
         f.write(clu_overview.get_parameter_overview(params, include_stats=False) + "\n")
 
 
+def _read_json_or_none(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def finish_run(workdir: str, config: ml_collections.ConfigDict, summary: dict, records: list[dict], plots: list[str]):
-    """Training curves, `summary.json` and `report.md`: the last thing every job does."""
+    """Training curves, `summary.json` and `report.md`: the last thing every job does. A run
+    finished at this length before and started again (to read the test split, say) trained
+    nothing this time: its recorded `train_seconds` stay."""
     from jax_supcon.report import markdown
     from jax_supcon.report import plots as report_plots
+
+    recorded = _read_json_or_none(os.path.join(workdir, SUMMARY_FILE))
+    if recorded and recorded.get("steps") == summary.get("steps") and "train_seconds" in recorded:
+        summary = summary | {"train_seconds": recorded["train_seconds"]}
 
     if is_main_process():
         curves = report_plots.training_curves(
