@@ -17,8 +17,8 @@ def raw_pixel_metrics(config: ml_collections.ConfigDict) -> dict[str, float] | N
     """`test_top1` (and `val_top1` on the validation images) of a 3-nearest-neighbour classifier
     (Euclidean, scikit-learn) on the raw pixels of the training split as the run sees it, and with
     held-out classes the open-set retrieval metrics (cosine, the run's protocol) of their raw
-    pixels: `test/encoder/...` on the test split's, `val/encoder/...` on the validation side's. None for data not held in memory (tfds, folders): too large to
-    compare pixel by pixel."""
+    pixels: `test/encoder/...` on the test split's, `val/encoder/...` on the validation side's.
+    None for data not held in memory (tfds, folders): too large to compare pixel by pixel."""
     from sklearn.neighbors import KNeighborsClassifier
 
     from jax_supcon.evaluate import validation
