@@ -331,6 +331,10 @@ def run_cli(*args, cwd):
             {"then": LINEAR, "then_overrides": ["--config.data.image_size=12"]},
             "stage 2 would read data.image_size=12, stage 1 data.image_size=8",
         ),
+        (
+            {"then": LINEAR, "then_overrides": ["--config.data.validation_fraction=0.1"]},
+            "stage 2 would read data.validation_fraction=0.1, stage 1 data.validation_fraction=0.0",
+        ),
     ],
 )
 def test_bad_input_names_the_value_and_nothing_is_written(changes, message, tmp_path):

@@ -232,7 +232,16 @@ def check_stage(cell: Cell, stage: Stage):
 
 
 # What stage 2 must share with stage 1 (label_fraction may differ: semi-supervised protocols).
-SAME_DATA_KEYS = ("name", "image_size", "train_split", "eval_split", "train_classes", "train_fraction", "label_noise")
+SAME_DATA_KEYS = (
+    "name",
+    "image_size",
+    "train_split",
+    "eval_split",
+    "train_classes",
+    "train_fraction",
+    "label_noise",
+    "validation_fraction",
+)
 
 
 def _check_same_data(cell: Cell, first, second) -> None:
