@@ -29,14 +29,16 @@ def mnist5k(config):
     return config
 
 
-def mnist5k_budget(config, *, validate: bool = True):
-    """MNIST-5k at the budget its comparisons share: 300 steps of batch 128, validation (when the
-    job has it) and checkpoints every 100 steps."""
+def mnist5k_budget(config, *, validate: bool = True, steps: int = 300):
+    """MNIST-5k at batch 128 for `steps` steps (300: the budget the comparisons shared before each
+    method's was read off its validation curve), validation (when the job has it) and checkpoints
+    every 100 steps, or every sixth of a longer run (250 of 1,500: the validation curve)."""
     mnist5k(config)
     config.batch_size = 128
-    config.total_steps = 300
-    config.eval_every_steps = 100 if validate else 0
-    config.checkpoint_every_steps = 100
+    config.total_steps = steps
+    every = max(100, steps // 6)
+    config.eval_every_steps = every if validate else 0
+    config.checkpoint_every_steps = every
     config.log_every_steps = 50
     return config
 
