@@ -61,18 +61,15 @@ def validation_and_test_accuracy(
     mesh: Mesh,
     *,
     batch_size: int,
-    validation_is_test: bool,
 ) -> dict[str, float]:
     """`val_top1/5` on the validation images and, with a `test` split (None: not read),
-    `test_top1/5` and `test_examples`; one pass when validation reads the test split."""
-    if validation_is_test and validation is not None:
-        tested = top_k_accuracy(logits_fn, variables, validation, mesh, batch_size=batch_size)
-        validated = {key.replace("test_", "val_", 1): value for key, value in tested.items()}
-        return validated | (tested | {"test_examples": validation.num_examples} if test is not None else {})
-    validated = {}
-    if validation is not None:
-        validated = top_k_accuracy(logits_fn, variables, validation, mesh, batch_size=batch_size, split="val")
-    if test is None:
-        return validated
-    tested = top_k_accuracy(logits_fn, variables, test, mesh, batch_size=batch_size)
-    return validated | tested | {"test_examples": test.num_examples}
+    `test_top1/5` and `test_examples`; one pass when validation is the test split itself."""
+    results = {}
+    if test is not None:
+        results = top_k_accuracy(logits_fn, variables, test, mesh, batch_size=batch_size)
+        results["test_examples"] = test.num_examples
+    if validation is not None and validation is test:
+        results |= {key.replace("test_", "val_", 1): value for key, value in results.items() if key != "test_examples"}
+    elif validation is not None:
+        results |= top_k_accuracy(logits_fn, variables, validation, mesh, batch_size=batch_size, split="val")
+    return results

@@ -172,7 +172,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             test_source if config.evaluate_test else None,
             mesh,
             batch_size=config.eval_batch_size,
-            validation_is_test=data.validation_is_test,
         )
         run.logger.write(total_steps, {k: v for k, v in accuracy.items() if k != "test_examples"})
     summary = loop.run_summary("linear_eval", total_steps, last, started, mesh) | {

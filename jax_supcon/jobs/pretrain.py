@@ -20,7 +20,6 @@ from jax_supcon.evaluate import embeddings, retrieval, validation
 from jax_supcon.train import health, inputs, loop, preemption, pretrained
 from jax_supcon.train import queue as feature_queue
 from jax_supcon.train import workdir as run_dir
-from jax_supcon.train.inputs import validation_summary
 from jax_supcon.train.state import (
     TrainState,
     abstract_state,
@@ -285,7 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
             plots = _final_plots(workdir, config, shown, final_source, open_set=open_set)
     records = run.logger.records()
     summary = loop.run_summary("pretrain", total_steps, last, started, mesh) | final_validation | tested
-    summary |= validation_summary(data)
+    summary |= inputs.validation_summary(data)
     # The last logged health figures, and the collapse when the run went on after one
     # (stop_on_collapse=False): a collapsed run's figures are never read as a good run's.
     summary |= {k: v for k, v in last.items() if k.startswith(health.PREFIX)}

@@ -130,14 +130,13 @@ def train_end_to_end(
                 data.test if config.evaluate_test else None,
                 mesh,
                 batch_size=config.eval_batch_size,
-                validation_is_test=data.validation_is_test,
             )
         if data.held_out is not None:
             validated = _held_out_retrieval(model, variables, data.validation_held_out, mesh, config)
             results |= validated
             if config.evaluate_test:
-                tested = validated if data.validation_is_test else None
-                tested = tested or _held_out_retrieval(model, variables, data.held_out, mesh, config)
+                same = data.validation_held_out is data.held_out
+                tested = validated if same else _held_out_retrieval(model, variables, data.held_out, mesh, config)
                 results |= validation.as_test_metrics(tested)
         run.logger.write(total_steps, {k: v for k, v in results.items() if k != "test_examples"})
     summary = loop.run_summary(job, total_steps, last, started, mesh) | results | inputs.validation_summary(data)
