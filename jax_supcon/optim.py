@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from ml_collections.config_dict import placeholder
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -199,3 +200,26 @@ def validate_optimizer_config(opt: ml_collections.ConfigDict) -> None:
     if not 0 <= opt.decay_rate <= 1:
         raise ValueError(f"optimizer.decay_rate={opt.decay_rate} must be in [0, 1]")
     step_boundaries(opt, total_steps=1)
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+    """The `config.optimizer` section's defaults (validated by `validate_optimizer_config`)."""
+    section = ml_collections.ConfigDict()
+    section.name = "sgd"
+    section.learning_rate = 0.5  # base rate; the peak is this times the lr_scaling factor
+    section.lars_trust_coefficient = 0.001  # LARS eta (SimCLR, SupCon: 0.001; solo-learn: 0.02)
+    section.lr_scaling = "none"  # "linear": lr x batch/256; "sqrt": lr x sqrt(batch) (SimCLR)
+    section.momentum = 0.9
+    section.nesterov = False
+    section.weight_decay = 1e-4
+    section.schedule = "cosine"  # "cosine", "step" or "constant", after the warmup
+    section.decay_boundaries = (0.7, 0.8, 0.9)  # step: fractions of the run (SupContrast: 700,800,900/1000)
+    section.decay_rate = 0.1  # step: the learning rate is multiplied by this at each boundary
+    section.encoder_lr_multiplier = 1.0  # finetune: the encoder's learning rate over the classifier's
+    # finetune/supervised with a ViT: layer-wise learning-rate decay, block i of d at
+    # layer_decay ** (d - i) times the classifier's rate, the embeddings at layer_decay ** (d + 1); 1: off
+    section.layer_decay = 1.0
+    section.clip_grad_norm = placeholder(float)  # clip gradients to this global norm; None: no clipping
+    section.warmup_steps = placeholder(int)  # or warmup_epochs
+    section.warmup_epochs = 0.0
+    return section

@@ -16,6 +16,8 @@ from absl import flags  # noqa: E402
 
 from jax_supcon.cli import main as cli  # noqa: E402
 
+cli.define_flags()
+
 results = []
 for args in json.load(sys.stdin):
     flags.FLAGS.unparse_flags()

@@ -80,20 +80,14 @@ def read_metrics(workdir):
 
 def compiled_pretraining(config, mesh):
     """(config with the data's class count, training source, fresh state, compiled pretraining step)
-    on `mesh`, without a workdir: for tests that drive the step themselves."""
-    import functools
-
+    on `mesh`, without a workdir: for tests that drive the step themselves (the job's own program,
+    `jobs.pretrain.compiled_pretraining`)."""
     from jax_supcon.jobs import pretrain
-    from jax_supcon.train import inputs, pretrained
-    from jax_supcon.train.state import abstract_state, init_state, jit_train_step, state_shardings
+    from jax_supcon.train import inputs
+    from jax_supcon.train.state import init_state
 
     data = inputs.load_training_data(config, mesh)
     config, train = data.config, data.train
-    model, tx, schedule, init = pretrained.build(config, data.total_steps, data.warmup_steps)
-    state = init_state(init, abstract_state(init, mesh))
-    step = jit_train_step(
-        functools.partial(pretrain.pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh),
-        state_shardings(state),
-        mesh,
-    )
+    program = pretrain.compiled_pretraining(config, mesh, total_steps=data.total_steps, warmup_steps=data.warmup_steps)
+    state, step = init_state(program.init, program.target), program.step
     return config, train, state, step

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import compiled_pretraining, read_metrics
 
-from jax_supcon import parallel
+from jax_supcon import losses, parallel
 from jax_supcon.jobs import pretrain
 from jax_supcon.train import pretrained
 from jax_supcon.train import queue as feature_queue
@@ -22,7 +22,7 @@ def loss_config(views="all", num_views=2):
 
 def test_the_queue_is_a_fifo_whose_unwritten_entries_are_masked():
     queue = feature_queue.init_queue(6, 3)
-    per_step = feature_queue.entries_per_step(loss_config("one"), 2)  # 2 examples, first view only
+    per_step = losses.entries_per_step(loss_config("one"), 2)  # 2 examples, first view only
     assert per_step == 2
     written = []
     for step in range(5):
@@ -42,7 +42,7 @@ def test_the_queue_is_a_fifo_whose_unwritten_entries_are_masked():
 
 def test_all_views_are_enqueued_example_by_example():
     queue = feature_queue.init_queue(8, 1)
-    assert feature_queue.entries_per_step(loss_config("all", num_views=2), 2) == 4
+    assert losses.entries_per_step(loss_config("all", num_views=2), 2) == 4
     features = jnp.asarray([[[1.0], [2.0]], [[3.0], [4.0]]])
     queue = feature_queue.enqueue(queue, jnp.asarray(1), features, jnp.asarray([7, 8]), "all")
     assert np.asarray(queue["features"])[:, 0].tolist() == [0, 0, 0, 0, 1, 2, 3, 4]

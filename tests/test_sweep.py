@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from conftest import TINY_CLI
 
-from jax_supcon.cli import sweep
+from jax_supcon import sweep
+from jax_supcon.config.files import load_config
 from jax_supcon.report import sweep as report
 from jax_supcon.train import pretrained
 from jax_supcon.train import workdir as run_dir
@@ -115,7 +116,7 @@ class FakeRunner(sweep.Runner):
             with open(f"{stage.workdir}.log", "w") as log:
                 log.write("step 1\njax-supcon: stopped: the training diverged at step 2 (loss nan)\n")
             return 1
-        config = sweep.load_config(stage.config, stage.overrides)
+        config = load_config(stage.config, stage.overrides)
         if config.get("pretrained_workdir"):  # recorded with stage 1's model, as linear_eval records it
             config = pretrained.inherit_pretrained(config, run_dir.load_config(config.pretrained_workdir))
         os.makedirs(stage.workdir, exist_ok=True)
@@ -134,7 +135,7 @@ def test_a_2x2_sweep_aggregates_its_cells_resumes_and_survives_a_failed_run(tmp_
         fake["runner"] = FakeRunner(parallel, gpus, fail=fake.get("fail"))
         return fake["runner"]
 
-    monkeypatch.setattr(sweep, "Runner", make_runner)
+    monkeypatch.setattr(sweep.runner, "Runner", make_runner)
     fake["fail"] = os.path.join("digits_supcon-simclr,loss.temperature=0.5", "seed1", "stage1")
     run = options(
         tmp_path,
@@ -183,7 +184,7 @@ def test_a_2x2_sweep_aggregates_its_cells_resumes_and_survives_a_failed_run(tmp_
 def test_a_config_file_edited_after_a_sweep_is_refused_naming_the_keys_never_reused(tmp_path, monkeypatch):
     """The reuse rule reads what the config resolves to, not the command's text: the same command
     after an edit of the file must not report the old runs as the new settings'."""
-    monkeypatch.setattr(sweep, "Runner", FakeRunner)
+    monkeypatch.setattr(sweep.runner, "Runner", FakeRunner)
     mine = tmp_path / "my.py"
 
     def write_config(temperature):
@@ -227,7 +228,7 @@ class CollapsingRunner(FakeRunner):
 
 
 def test_a_run_whose_stage_1_collapsed_is_a_failure_never_a_value(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "Runner", CollapsingRunner)
+    monkeypatch.setattr(sweep.runner, "Runner", CollapsingRunner)
     record, _ = sweep.run_sweep(options(tmp_path, seeds=2, then=LINEAR))
     (cell,) = record["cells"]
     assert cell["values"]["test_top1"][0] is None and cell["values"]["test_top1"][1] is not None
@@ -245,13 +246,13 @@ class InProcessRunner(sweep.Runner):
 
         from jax_supcon import jobs, parallel
 
-        config = sweep.load_config(stage.config, [*stage.overrides, *extra])
+        config = load_config(stage.config, [*stage.overrides, *extra])
         jobs.train_and_evaluate(config, stage.workdir, mesh=parallel.create_mesh(jax.devices()[:2]))
         return 0
 
 
 def test_a_real_sweep_chains_linear_evaluation_and_reports_raw_pixels(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "Runner", InProcessRunner)
+    monkeypatch.setattr(sweep.runner, "Runner", InProcessRunner)
     run = options(tmp_path, grid=[f"config={SUPCON},{CE}"], then=LINEAR, baselines=True, seeds=1)
     record, _ = sweep.run_sweep(run)
     assert sweep.run_sweep(run)[0]["cells"] == record["cells"]  # what the jobs recorded reads as unchanged
@@ -268,7 +269,7 @@ def test_a_real_sweep_chains_linear_evaluation_and_reports_raw_pixels(tmp_path, 
 
 
 def test_select_chooses_on_validation_and_only_the_chosen_cell_reads_the_test_split(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "Runner", InProcessRunner)
+    monkeypatch.setattr(sweep.runner, "Runner", InProcessRunner)
     overrides = [*TINY, "--config.data.validation_fraction=0.2"]
     run = options(
         tmp_path, config=CE, grid=["optimizer.learning_rate=0.01,0.3"], seeds=2, overrides=overrides, select="val_top1"

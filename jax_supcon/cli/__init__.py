@@ -45,17 +45,11 @@ def user_errors(command: str) -> Iterator[None]:
 
 
 def flag_error_line(error: Exception) -> str:
-    """One line from absl's and ml_collections' flag errors (some span several lines)."""
-    text = str(error.args[0]) if error.args else str(error)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if isinstance(error, (KeyError, AttributeError)):  # an override of a key the config lacks
-        key = lines[0].strip("\"'")
-        return f"unknown config key {key!r}" + "".join(f"; {line}" for line in lines[1:])
-    if isinstance(error, OSError):  # ml_collections' report of a config file: its last line says why
-        lines = ["cannot load --config:", *lines[-1:]]
-    elif any(line.startswith("Traceback") for line in lines):  # an exception in a config file: its last line
-        lines = [lines[0].split("Traceback")[0].rstrip(":"), lines[-1]]
-    return " ".join(" ".join(lines).split())
+    """One line from absl's and ml_collections' flag errors (`config.files.flag_error_line`,
+    imported only when there is an error: the CLI starts before JAX is imported)."""
+    from jax_supcon.config.files import flag_error_line as line
+
+    return line(error)
 
 
 def print_help(description: str, module_name: str) -> None:

@@ -32,13 +32,15 @@ AVERAGED_KEYS = ("params", "batch_stats", "ema")
 AVERAGE_FILE = "average.json"
 
 
-def _define_flags() -> None:
+def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
     """Flags of the command only: importing this module defines none (no clash with `jax_supcon.main`)."""
-    flags.DEFINE_string("workdir", None, "Workdir of the run whose checkpoints are averaged.")
-    flags.DEFINE_string("out", None, "New workdir for the averaged checkpoint (absent or empty).")
-    flags.DEFINE_integer("last", 0, "Average the K newest checkpoints on disk.")
-    flags.DEFINE_integer("best", 0, "Average the K checkpoints on disk with the highest best_metric.")
-    flags.mark_flags_as_required(["workdir", "out"])
+    flags.DEFINE_string("workdir", None, "Workdir of the run whose checkpoints are averaged.", flag_values=values)
+    flags.DEFINE_string("out", None, "New workdir for the averaged checkpoint (absent or empty).", flag_values=values)
+    flags.DEFINE_integer("last", 0, "Average the K newest checkpoints on disk.", flag_values=values)
+    flags.DEFINE_integer(
+        "best", 0, "Average the K checkpoints on disk with the highest best_metric.", flag_values=values
+    )
+    flags.mark_flags_as_required(["workdir", "out"], flag_values=values)
 
 
 def parse_mode(last: int, best: int) -> tuple[str, int]:
@@ -218,7 +220,7 @@ Exit codes: 0 done, 2 bad input (nothing written).
 
 def run() -> None:
     """Console-script entry point (`jax-supcon-average`)."""
-    _define_flags()
+    define_flags()
     cli.start(main, description=DESCRIPTION, module_name=__name__)
 
 

@@ -27,12 +27,14 @@ from jax_supcon import cli
 EXPORT_PLATFORMS = ("cpu", "cuda")
 
 
-def _define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "A pretrain, finetune or supervised workdir.")
-    flags.DEFINE_string("out", None, "Output folder (new, or empty).")
-    flags.DEFINE_string("checkpoint", None, "best, latest or a step (default: best where kept, else latest).")
-    flags.DEFINE_bool("use_ema", False, "Export the run's EMA weights.")
-    flags.mark_flags_as_required(["workdir", "out"])
+def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
+    flags.DEFINE_string("workdir", None, "A pretrain, finetune or supervised workdir.", flag_values=values)
+    flags.DEFINE_string("out", None, "Output folder (new, or empty).", flag_values=values)
+    flags.DEFINE_string(
+        "checkpoint", None, "best, latest or a step (default: best where kept, else latest).", flag_values=values
+    )
+    flags.DEFINE_bool("use_ema", False, "Export the run's EMA weights.", flag_values=values)
+    flags.mark_flags_as_required(["workdir", "out"], flag_values=values)
 
 
 def _folder_size(path: str) -> int:
@@ -144,5 +146,5 @@ DESCRIPTION = f"""jax-supcon-export: a trained run's embedding as a TensorFlow S
 
 def run() -> None:
     """Console-script entry point (`jax-supcon-export`)."""
-    _define_flags()
+    define_flags()
     cli.start(main, description=DESCRIPTION, module_name=__name__)

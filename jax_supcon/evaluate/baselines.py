@@ -3,10 +3,14 @@ protocol (its training classes, `data.train_fraction`, `data.label_fraction`, `d
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+
 import ml_collections
 import numpy as np
 
 RAW_PIXEL_NEIGHBOURS = 3
+ORDER_ONLY_DATA_KEYS = ("shuffle_buffer",)  # change the order of the batches, not the images or labels
 
 
 def _pixels(images: np.ndarray) -> np.ndarray:
@@ -47,3 +51,35 @@ def raw_pixel_metrics(config: ml_collections.ConfigDict) -> dict[str, float] | N
         metrics |= validation.as_test_metrics(tested)
         metrics |= tested if data.validation_is_test else retrieval_of(data.validation_held_out)
     return metrics
+
+
+def raw_pixel_rows(runs: Iterable[tuple[tuple[tuple[str, str], ...], int, ml_collections.ConfigDict]]) -> list[dict]:
+    """The raw-pixel baseline of each distinct data setting among `runs` ((grid assignments, seed,
+    config) of a sweep's first stages): one row per setting, `{"name", "seeds", "summaries"}`,
+    evaluated per seed only where the seed changes the data (label noise). Data not held in memory
+    (tfds, folders) and data its runs cannot load either get no row."""
+    from jax_supcon.data.sources import BUILTIN_SOURCES
+    from jax_supcon.train.workdir import OPERATIONAL_DATA_KEYS
+
+    ignored = (*OPERATIONAL_DATA_KEYS, *ORDER_ONLY_DATA_KEYS)
+    groups: dict[str, dict] = {}
+    for assignments, seed, config in runs:
+        if config.data.name not in BUILTIN_SOURCES:  # pixel by pixel only where the data is small
+            continue
+        data = {k: v for k, v in config.data.to_dict().items() if k not in ignored}
+        data_key = json.dumps(data, sort_keys=True, default=str)
+        described = [f"{k}={v}" for k, v in assignments if k.startswith("data.")]
+        group = groups.setdefault(data_key, {"label": ", ".join(described), "configs": {}})
+        if config.data.label_noise or not group["configs"]:  # only the noise is drawn per seed
+            group["configs"].setdefault(seed, config)
+    rows = []
+    for group in groups.values():
+        try:
+            summaries = [raw_pixel_metrics(config) for config in group["configs"].values()]
+        except Exception:  # noqa: BLE001 (data its runs cannot use either: reported as their failure)
+            continue
+        if any(s is None for s in summaries):
+            continue
+        name = f"raw pixels ({group['label']})" if group["label"] else "raw pixels"
+        rows.append({"name": name, "seeds": sorted(group["configs"]), "summaries": summaries})
+    return rows

@@ -5,8 +5,10 @@ end of a run, carry `test/` for `val/`."""
 
 from __future__ import annotations
 
+import ml_collections
 import numpy as np
 from absl import logging
+from ml_collections.config_dict import placeholder
 
 from jax_supcon.evaluate.knn import knn_accuracy
 from jax_supcon.evaluate.retrieval import query_gallery_split, retrieval_metrics
@@ -163,3 +165,14 @@ def _defined(metrics: dict[str, float | None], labels: np.ndarray, without_match
             without_match,
         )
     return {key: value for key, value in metrics.items() if value is not None}
+
+
+def eval_config() -> ml_collections.ConfigDict:
+    """The `config.eval` section's defaults (validated by `validate_validation_config`)."""
+    section = ml_collections.ConfigDict()
+    section.recall_at = (1, 2, 4, 8)  # Recall@K (CMC@K) reported by validation and embed
+    # Open-set retrieval (classes held out): None: every held-out evaluation image is a query and
+    # the others its gallery (self excluded); f in (0, 1): a fixed per-class fraction f of the
+    # images is the gallery and the rest are the queries (Catalyst's query/gallery protocol).
+    section.gallery_fraction = placeholder(float)
+    return section

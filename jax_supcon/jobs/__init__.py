@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-JOBS = ("pretrain", "linear_eval", "embed", "supervised", "finetune")
+from jax_supcon.config.base import JOBS
 
 
 def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:

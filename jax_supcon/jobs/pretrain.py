@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,26 +41,9 @@ def contrastive_loss(
     contrast: dict[str, jax.Array] | None = None,
 ) -> jax.Array:
     """The configured loss on `[batch, views, dim]` projections sharded over the mesh: each
-    device computes its anchor rows against the gathered batch (see `losses.sharded`), and the
+    device computes its anchor rows against the gathered batch (see `losses.from_config`), and the
     `contrast_*` samples of the feature queue when there is one."""
-    name = loss_config.name
-    options = {"contrast_mode": loss_config.contrast_mode, "chunk_size": loss_config.chunk_size}
-    options |= contrast or {}
-    if name in ("supcon", "simclr"):
-        options |= {
-            "temperature": loss_config.temperature,
-            "base_temperature": loss_config.base_temperature,
-            "loss_type": loss_config.loss_type,
-            "denominator": loss_config.denominator,
-        }
-    if name in ("pair", "triplet", "multi_similarity") and loss_config.margin is not None:
-        options["margin"] = loss_config.margin
-    if name == "triplet":
-        options["mining"] = loss_config.mining
-    if name == "multi_similarity":
-        options |= {"alpha": loss_config.ms_alpha, "beta": loss_config.ms_beta, "base": loss_config.ms_base}
-    loss_fn = losses.sharded(losses.FEATURE_LOSSES[name], mesh)
-    return loss_fn(z, None if name == "simclr" else labels, **options)
+    return losses.from_config(loss_config, mesh)(z, labels, contrast)
 
 
 def momentum_step(state: TrainState, model: models.ContrastiveModel, inputs: jax.Array, rate: float) -> dict:
@@ -97,7 +82,7 @@ def pretrain_step(
     The metrics carry the step's health figures (`train/health.py`), the effective ranks on the
     steps the loop logs (every `log_every_steps`, and the last when `total_steps` is given) only."""
     num_views = config.loss.num_views
-    per_step = feature_queue.entries_per_step(config.loss, batch["label"].shape[0])
+    per_step = losses.entries_per_step(config.loss, batch["label"].shape[0])
     contrast = feature_queue.contrast_arguments(
         state.queue, state.step, per_step, with_labels=config.loss.name != "simclr"
     )
@@ -166,14 +151,45 @@ def step_health(
     return health.health_figures(z, features, positive_ids, loss, collapsed, with_ranks=with_ranks)
 
 
+class PretrainingProgram(NamedTuple):
+    """What `compiled_pretraining` builds: the model, optimizer and schedule of a config, the
+    initial-state function, the abstract sharded state it trains, and the jitted, donated step."""
+
+    model: models.ContrastiveModel
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    init: Callable[[], TrainState]
+    target: TrainState
+    step: Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
+
+
+def compiled_pretraining(
+    config: ml_collections.ConfigDict, mesh: Mesh, *, total_steps: int, warmup_steps: int
+) -> PretrainingProgram:
+    """The one pretraining program that the job, `jax-supcon-bench step` and the tests run: the
+    state's shapes and shardings are traced without allocating (model errors surface here, before
+    any workdir is touched), and the step is `pretrain_step` jitted with the state donated and
+    sharded as `target`."""
+    model, tx, schedule, init = pretrained.build(config, total_steps, warmup_steps)
+    target = abstract_state(init, mesh)
+    step = jit_train_step(
+        functools.partial(
+            pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh, total_steps=total_steps
+        ),
+        state_shardings(target),
+        mesh,
+    )
+    return PretrainingProgram(model, tx, schedule, init, target, step)
+
+
 @preemption.stops_on_sigterm
 @run_dir.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) stage-1 pretraining in `workdir`; returns the summary it writes."""
     data = inputs.load_training_data(config, mesh)
     config, mesh, train_source, total_steps = data.config, data.mesh, data.train, data.total_steps
-    model, tx, schedule, init = pretrained.build(config, total_steps, data.warmup_steps)
-    target = abstract_state(init, mesh)  # model errors surface here, before the workdir is touched
+    program = compiled_pretraining(config, mesh, total_steps=total_steps, warmup_steps=data.warmup_steps)
+    model, init, target = program.model, program.init, program.target
     run_dir.check_resumable(workdir, config)
 
     validating = config.eval_every_steps > 0
@@ -192,13 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     )
     run_dir.record_config(workdir, config)
     run_dir.write_parameter_overview(workdir, "pretrain", state.params)
-    train_step = jit_train_step(
-        functools.partial(
-            pretrain_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh, total_steps=total_steps
-        ),
-        state_shardings(state),
-        mesh,
-    )
+    train_step = program.step
 
     forward = embeddings.embedding_forward(model, config.augment)
 

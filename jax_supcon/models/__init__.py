@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from jax_supcon import platform
 from jax_supcon.models import weights
@@ -144,3 +145,40 @@ __all__ = [
     "l2_normalize",
     "validate_model_config",
 ]
+
+
+def model_config() -> ml_collections.ConfigDict:
+    """The `config.model` section's defaults (validated by `validate_model_config`)."""
+    section = ml_collections.ConfigDict()
+    section.name = "resnet18"
+    section.stem = "cifar"
+    section.width = 1.0
+    section.head = "mlp"
+    section.proj_dim = 128
+    section.hidden_dim = placeholder(int)  # None: the encoder's feature width
+    section.dtype = "float32"
+    # Recompute each residual block in the backward pass instead of keeping its activations: for
+    # batches whose activations do not fit, at about one more forward pass of compute.
+    section.remat = False
+    # ResNets: start the last BatchNorm scale of every residual branch at 0 (Goyal et al. 2017; Google's
+    # TensorFlow SimCLR/SupCon code) instead of 1 (SupContrast, torchvision). At 0 SupCon at T 0.1
+    # collapsed on some digits seeds: see README, Training health.
+    section.zero_init_residual = False
+    # A torchvision/timm ResNet state dict (.safetensors; .pth with torch) the encoder starts
+    # from (pretrain, supervised); "" random. See jax_supcon/models/weights.py.
+    section.init_from = ""
+    section.momentum = 0.0  # > 0: a momentum encoder (MoCo) computes the keys and the queue's entries
+    # Vision Transformers (model.name vit_*): patch size (16 at 224 px; 4 or 2 for 32 px and
+    # smaller), pooling (cls: the class token; gap: mean of the patch tokens), stochastic depth of
+    # the last block (linear from 0), dropout, head count (0: the architecture's), and nn.scan over
+    # the blocks (one compiled block: faster compiles for deep models). pos_image_size: the image
+    # size the position embeddings are made for (0: data.image_size, recorded by the run); other
+    # sizes interpolate them.
+    section.patch_size = 16
+    section.pool = "cls"
+    section.drop_path = 0.0
+    section.dropout = 0.0
+    section.num_heads = 0
+    section.scan = False
+    section.pos_image_size = 0
+    return section

@@ -1,4 +1,4 @@
-"""A sweep's results (see `jax_supcon.cli.sweep`): per cell the per-seed value of each metric,
+"""A sweep's results (see `jax_supcon.sweep`): per cell the per-seed value of each metric,
 their mean and sample standard deviation, written as `sweep.json`, `sweep.md` (mean ± std, one
 row per cell, the best marked, the raw-pixel baselines as rows of their own) and `sweep.png`
 (bars with error bars, one panel per metric)."""

@@ -8,7 +8,7 @@ pytorch-metric-learning's CrossBatchMemory with labels.
 
 The queue is `{"features": [K, dim] float32, "labels": [K] int32}`, sharded over the data axis.
 Where a step writes and which entries hold features are functions of the step alone: a step
-writes `E` entries (`entries_per_step`) at row `(step mod K/E) * E`, and after `step` steps the
+writes `E` entries (`losses.entries_per_step`) at row `(step mod K/E) * E`, and after `step` steps the
 first `min(step * E, K)` rows are filled. So nothing else is stored, a restored state continues
 exactly, and 1 and 8 devices hold the same global queue.
 """
@@ -17,32 +17,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-
-QUEUE_VIEWS = ("all", "one")
 
 Queue = dict[str, jax.Array]
-
-
-def entries_per_step(loss: ml_collections.ConfigDict, batch_size: int) -> int:
-    """Features a step enqueues: every view's projection (`queue_views="all"`) or the first
-    view's (`"one"`, one per example, as MoCo v2 enqueues its keys)."""
-    return batch_size * (loss.num_views if loss.queue_views == "all" else 1)
-
-
-def validate_queue_config(loss: ml_collections.ConfigDict, batch_size: int) -> None:
-    """One-line errors for `loss.queue_size` and `loss.queue_views`."""
-    if loss.queue_views not in QUEUE_VIEWS:
-        raise ValueError(f"loss.queue_views={loss.queue_views!r}; allowed: {QUEUE_VIEWS}")
-    if loss.queue_size < 0:
-        raise ValueError(f"loss.queue_size={loss.queue_size} must be >= 0 (0: no queue)")
-    per_step = entries_per_step(loss, batch_size)
-    if loss.queue_size % per_step:
-        raise ValueError(
-            f"loss.queue_size={loss.queue_size} must be a multiple of the {per_step} features a step enqueues "
-            f"(batch_size={batch_size} x {loss.num_views if loss.queue_views == 'all' else 1} view(s), "
-            f"loss.queue_views={loss.queue_views!r}), e.g. {max(1, round(loss.queue_size / per_step)) * per_step}"
-        )
 
 
 def init_queue(size: int, dim: int) -> Queue:
