@@ -27,7 +27,8 @@ import numpy as np
 from jax_supcon import models, parallel
 from jax_supcon.checkpoint import Checkpointer, abstract_target
 from jax_supcon.data import augment
-from jax_supcon.train.workdir import MetricLogger, load_config, running_holder
+from jax_supcon.train.lock import running_holder
+from jax_supcon.train.workdir import MetricLogger, load_config
 
 EMBEDDABLE_JOBS = ("pretrain", "finetune", "supervised")
 
@@ -146,9 +147,10 @@ class Embedder:
     def prepare(self, images: np.ndarray | Sequence[str] | str | os.PathLike) -> np.ndarray:
         """uint8 [N, S, S, 3] at the run's size from an image array, a list of file paths or one path."""
         from jax_supcon.data import pipeline
-        from jax_supcon.data.sources import _decode_file, _tf
+        from jax_supcon.data.folders import decode_file
+        from jax_supcon.data.sources import tf_module
 
-        tf = _tf()
+        tf = tf_module()
         size = self.image_size
         if isinstance(images, np.ndarray):
             if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -170,7 +172,7 @@ class Embedder:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"image {path!r} does not exist")
             try:
-                image = _decode_file(tf.io.read_file(path))
+                image = decode_file(tf.io.read_file(path))
             except (tf.errors.OpError, ValueError):
                 raise ValueError(f"cannot decode image {path!r} (allowed: JPEG, PNG, GIF, BMP, WEBP)") from None
             out.append(np.asarray(pipeline.center_view(image, size, crop)))

@@ -13,7 +13,8 @@ from PIL import Image, ImageEnhance, ImageOps
 from scipy import ndimage
 
 from jax_supcon.config import AUGMENT_RECIPES, augment_config, base_config, validate_config
-from jax_supcon.data import augment
+from jax_supcon.data import augment, augment_ops
+from jax_supcon.data import randaugment as randaugment_module
 
 KEY = jax.random.PRNGKey(0)
 
@@ -58,13 +59,13 @@ def denormalise(views, cfg):
 
 
 RANDOM_OPS = {
-    "crop": lambda key, x: augment.random_resized_crop(key, x, (0.08, 1.0)),
-    "flip": lambda key, x: augment.random_apply(jax.random.uniform(key), 0.5, augment.pix.flip_left_right, x),
-    "jitter": lambda key, x: augment.color_jitter(key, x, 0.8, 0.8, 0.8, 0.2),
-    "grayscale": lambda key, x: augment.random_apply(jax.random.uniform(key), 0.5, augment.grayscale, x),
-    "blur": lambda key, x: augment.gaussian_blur(key, x, (0.1, 2.0)),
-    "solarize": lambda key, x: augment.random_apply(jax.random.uniform(key), 0.5, augment.solarize, x),
-    "randaugment": lambda key, x: augment.randaugment(key, x, 2, 9.0),
+    "crop": lambda key, x: augment_ops.random_resized_crop(key, x, (0.08, 1.0)),
+    "flip": lambda key, x: augment_ops.random_apply(jax.random.uniform(key), 0.5, augment.pix.flip_left_right, x),
+    "jitter": lambda key, x: augment_ops.color_jitter(key, x, 0.8, 0.8, 0.8, 0.2),
+    "grayscale": lambda key, x: augment_ops.random_apply(jax.random.uniform(key), 0.5, augment_ops.grayscale, x),
+    "blur": lambda key, x: augment_ops.gaussian_blur(key, x, (0.1, 2.0)),
+    "solarize": lambda key, x: augment_ops.random_apply(jax.random.uniform(key), 0.5, augment_ops.solarize, x),
+    "randaugment": lambda key, x: randaugment_module.randaugment(key, x, 2, 9.0),
 }
 
 
@@ -85,17 +86,17 @@ def test_each_op_keeps_shape_and_range_is_deterministic_per_key_and_jit_matches_
 
 def test_randaugment_ops_keep_range_and_are_the_identity_at_magnitude_zero():
     image = float_image(16)  # 256 pixels: enough for equalize to move levels
-    fixed_at_zero = set(augment.RANDAUGMENT_OPS) - {"autocontrast", "equalize"}
+    fixed_at_zero = set(randaugment_module.RANDAUGMENT_OPS) - {"autocontrast", "equalize"}
 
     @jax.jit
     def all_ops(x):  # one compile: every op with both signs at magnitude 9, and at magnitude 0
         signs = jnp.array([-1.0, 1.0])
         return {
             name: (
-                jax.vmap(lambda sign, name=name: augment.randaugment_op(name, x, 9.0, sign))(signs),
-                augment.randaugment_op(name, x, 0.0),
+                jax.vmap(lambda sign, name=name: randaugment_module.randaugment_op(name, x, 9.0, sign))(signs),
+                randaugment_module.randaugment_op(name, x, 0.0),
             )
-            for name in augment.RANDAUGMENT_OPS
+            for name in randaugment_module.RANDAUGMENT_OPS
         }
 
     for name, (strong, zero) in all_ops(image).items():
@@ -132,7 +133,7 @@ def test_randaugment_ops_match_pil():
     }
     signs = {"contrast": -1.0}
     for name, reference in expected.items():
-        out = augment.randaugment_op(name, image, 10 * m, signs.get(name, 1.0))
+        out = randaugment_module.randaugment_op(name, image, 10 * m, signs.get(name, 1.0))
         np.testing.assert_allclose(out, from_pil(reference), atol=1.5 / 255, err_msg=name)
 
 
@@ -141,8 +142,8 @@ def test_randaugment_rotate_matches_dm_pix_rotate():
     angle = 0.6 * np.radians(30.0)
     ours, expected = jax.jit(
         lambda x: (
-            augment.randaugment_op("rotate", x, 6.0),
-            augment.pix.rotate(x, angle, mode="constant", cval=augment.GEOMETRIC_FILL),
+            randaugment_module.randaugment_op("rotate", x, 6.0),
+            augment.pix.rotate(x, angle, mode="constant", cval=randaugment_module.GEOMETRIC_FILL),
         )
     )(image)
     np.testing.assert_allclose(ours, expected, atol=1e-5)
@@ -150,15 +151,15 @@ def test_randaugment_rotate_matches_dm_pix_rotate():
 
 def test_solarize_and_grayscale_match_their_definitions():
     image = np.asarray(float_image(8))
-    np.testing.assert_allclose(augment.solarize(jnp.asarray(image)), np.where(image < 0.5, image, 1 - image))
+    np.testing.assert_allclose(augment_ops.solarize(jnp.asarray(image)), np.where(image < 0.5, image, 1 - image))
     luma = image @ np.array([0.2989, 0.587, 0.114])
-    np.testing.assert_allclose(augment.grayscale(jnp.asarray(image)), np.repeat(luma[..., None], 3, -1), atol=1e-6)
+    np.testing.assert_allclose(augment_ops.grayscale(jnp.asarray(image)), np.repeat(luma[..., None], 3, -1), atol=1e-6)
 
 
 def test_blur_matches_a_scipy_gaussian_convolution():
     image = float_image(32)
     sigma = 1.3
-    size = augment.blur_kernel_size(32)
+    size = augment_ops.blur_kernel_size(32)
     assert size % 2 == 1 and size == 5  # ~10% of 32, odd
     radius = size // 2
     x = np.arange(-radius, radius + 1)
@@ -166,7 +167,7 @@ def test_blur_matches_a_scipy_gaussian_convolution():
     kernel /= kernel.sum()
     expected = ndimage.correlate1d(np.asarray(image, np.float64), kernel, axis=0, mode="mirror")
     expected = ndimage.correlate1d(expected, kernel, axis=1, mode="mirror")
-    np.testing.assert_allclose(augment.gaussian_blur(KEY, image, (sigma, sigma)), expected, atol=1e-5)
+    np.testing.assert_allclose(augment_ops.gaussian_blur(KEY, image, (sigma, sigma)), expected, atol=1e-5)
 
 
 def test_ops_at_zero_strength_or_probability_are_the_identity():
@@ -182,8 +183,8 @@ def test_ops_at_zero_strength_or_probability_are_the_identity():
         np.testing.assert_array_equal(
             augment.augment_image(KEY, image, augment.view_config(cfg, 0)), image, err_msg=name
         )
-    np.testing.assert_array_equal(augment.randaugment(KEY, image, 0), image)
-    np.testing.assert_array_equal(augment.color_jitter(KEY, image, 0.0, 0.0, 0.0, 0.0), image)
+    np.testing.assert_array_equal(randaugment_module.randaugment(KEY, image, 0), image)
+    np.testing.assert_array_equal(augment_ops.color_jitter(KEY, image, 0.0, 0.0, 0.0, 0.0), image)
 
 
 def test_recipe_none_equals_preprocess_eval():
@@ -229,9 +230,9 @@ def test_host_cropped_views_skip_the_device_crop():
     cfg = unit_norm(crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3))  # a crop that would change the image
     images = uint8_images((3, 2, 8, 8, 3))
     views = augment.augment_views(KEY, images, cfg, 2)
-    np.testing.assert_allclose(views, augment.to_float(images), atol=1e-6)
+    np.testing.assert_allclose(views, augment_ops.to_float(images), atol=1e-6)
     cropped = augment.augment_views(KEY, images[:, 0], cfg, 2)  # rank 4: cropped on device
-    assert not np.allclose(cropped[:, 0], augment.to_float(images[:, 0]))
+    assert not np.allclose(cropped[:, 0], augment_ops.to_float(images[:, 0]))
     with pytest.raises(ValueError, match="3 views .*num_views=2"):
         augment.augment_views(KEY, uint8_images((2, 3, 8, 8, 3)), cfg, 2)
     with pytest.raises(ValueError, match=r"\[B, H, W, C\] or \[B, V, H, W, C\]"):
@@ -332,7 +333,7 @@ def test_identity_recipe_returns_the_normalised_image():
 
 def test_random_resized_crop_zooms_into_the_image():
     image = jnp.zeros((16, 16, 3)).at[:8].set(1.0)  # top half white
-    crop = jax.jit(jax.vmap(lambda k: augment.random_resized_crop(k, image, scale=(0.1, 0.1), ratio=(1.0, 1.0))))
+    crop = jax.jit(jax.vmap(lambda k: augment_ops.random_resized_crop(k, image, scale=(0.1, 0.1), ratio=(1.0, 1.0))))
     crops = crop(jax.random.split(jax.random.PRNGKey(0), 64))
     means = np.asarray(crops.mean(axis=(1, 2, 3)))
     assert means.min() < 0.05 and means.max() > 0.95  # small crops land fully in one half or the other
@@ -357,11 +358,11 @@ def _is_subsequence(order, sequence):
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4])
 def test_jitter_sequence_spells_every_order_exactly_once(count):
-    sequence = augment.JITTER_SEQUENCE[count]
+    sequence = augment_ops.JITTER_SEQUENCE[count]
     assert len(sequence) == {1: 1, 2: 3, 3: 7, 4: 12}[count]  # n^2 - 2n + 4 for n >= 3: the shortest
     orders = list(itertools.permutations(range(count)))
     assert all(_is_subsequence(order, sequence) for order in orders)
-    positions = jax.jit(lambda order: jnp.stack(augment.sequence_positions(order, sequence)))
+    positions = jax.jit(lambda order: jnp.stack(augment_ops.sequence_positions(order, sequence)))
     for order in orders:
         active = np.asarray(positions(jnp.asarray(order)))
         assert [sequence[i] for i in np.flatnonzero(active)] == list(order)
@@ -369,7 +370,7 @@ def test_jitter_sequence_spells_every_order_exactly_once(count):
 
 def test_jitter_orders_are_uniform():
     draws = jax.random.uniform(jax.random.PRNGKey(1), (24 * 500, 4))
-    orders = np.asarray(jax.vmap(augment.jitter_order)(draws))
+    orders = np.asarray(jax.vmap(augment_ops.jitter_order)(draws))
     counts = collections.Counter(map(tuple, orders))
     assert len(counts) == 24
     # 500 expected per order, sd ~22: every count within 5 sd
@@ -380,7 +381,7 @@ def test_color_jitter_equals_its_adjustments_applied_in_the_drawn_order():
     """Reference: draw as the docstring says and apply dm-pix's four adjustments one after another."""
     image = float_image(16, seed=5)
     strengths = (0.8, 0.8, 0.8, 0.2)
-    jitter = jax.jit(lambda key: augment.color_jitter(key, image, *strengths))
+    jitter = jax.jit(lambda key: augment_ops.color_jitter(key, image, *strengths))
     for seed in range(12):
         key = jax.random.PRNGKey(seed)
         u = np.asarray(jax.random.uniform(key, (8,)))
@@ -401,13 +402,13 @@ def test_adjust_saturation_equals_dm_pix():
     image = jax.random.uniform(KEY, (16, 16, 3)).at[:2].set(0.0).at[2:4].set(0.5).at[4:6, :, 0].set(1.0)
     for factor in (0.0, 0.3, 1.0, 1.7, 5.0):
         np.testing.assert_allclose(
-            augment.adjust_saturation(image, factor), augment.pix.adjust_saturation(image, factor), atol=1e-6
+            augment_ops.adjust_saturation(image, factor), augment.pix.adjust_saturation(image, factor), atol=1e-6
         )
 
 
 def test_randaugment_draws_every_op_and_sign_equally_often():
-    indices, signs = jax.vmap(lambda key: augment.randaugment_draws(key, 2))(jax.random.split(KEY, 7000))
-    counts = np.bincount(np.asarray(indices).ravel(), minlength=len(augment.RANDAUGMENT_OPS))
+    indices, signs = jax.vmap(lambda key: randaugment_module.randaugment_draws(key, 2))(jax.random.split(KEY, 7000))
+    counts = np.bincount(np.asarray(indices).ravel(), minlength=len(randaugment_module.RANDAUGMENT_OPS))
     assert len(counts) == 14 and counts.sum() == 14000
     assert counts.min() > 870 and counts.max() < 1130, counts  # 1000 expected, sd ~31
     assert set(np.unique(signs)) == {-1.0, 1.0} and abs(float(np.mean(signs == 1.0)) - 0.5) < 0.02
@@ -415,16 +416,16 @@ def test_randaugment_draws_every_op_and_sign_equally_often():
 
 def test_randaugment_equals_its_drawn_ops_applied_one_after_another():
     image = float_image(16, seed=2)
-    randaugment = jax.jit(lambda key: augment.randaugment(key, image, 3, 7.0))
-    op = jax.jit(augment.randaugment_op, static_argnums=(0, 2))
+    randaugment = jax.jit(lambda key: randaugment_module.randaugment(key, image, 3, 7.0))
+    op = jax.jit(randaugment_module.randaugment_op, static_argnums=(0, 2))
     drawn = set()
     for seed in range(24):
         key = jax.random.PRNGKey(seed)
-        indices, signs = augment.randaugment_draws(key, 3)
+        indices, signs = randaugment_module.randaugment_draws(key, 3)
         expected = image
         for index, sign in zip(np.asarray(indices), np.asarray(signs), strict=True):
-            expected = op(augment.RANDAUGMENT_OPS[index], expected, 7.0, sign)
-            drawn.add(augment.RANDAUGMENT_OPS[index])
+            expected = op(randaugment_module.RANDAUGMENT_OPS[index], expected, 7.0, sign)
+            drawn.add(randaugment_module.RANDAUGMENT_OPS[index])
         np.testing.assert_allclose(randaugment(key), expected, atol=1e-5, err_msg=f"seed {seed}")
     assert {"rotate", "equalize"} & drawn and len(drawn) >= 10  # pixel and geometric layers both checked
 
@@ -433,17 +434,19 @@ def test_randaugment_equals_its_drawn_ops_applied_one_after_another():
 def test_affine_warp_equals_dm_pix_affine_transform(name):
     image = jnp.asarray(np.random.default_rng(4).random((12, 20, 3)), jnp.float32)  # not square
     for sign in (-1.0, 1.0):
-        matrix, offset = augment._GEOMETRIC_OPS[name](image.shape, 0.7, jnp.asarray(sign))
+        matrix, offset = randaugment_module._GEOMETRIC_OPS[name](image.shape, 0.7, jnp.asarray(sign))
         expected = augment.pix.affine_transform(image, matrix, offset=offset, mode="constant", cval=0.5)
-        np.testing.assert_allclose(augment.affine_warp(image, matrix, offset), expected, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(
+            randaugment_module.affine_warp(image, matrix, offset), expected, atol=1e-5, err_msg=name
+        )
 
 
 @pytest.mark.parametrize("shape", [(32, 32, 3), (24, 40, 3), (3, 3, 1)])
 def test_banded_blur_equals_dm_pix_on_the_reflect_padded_image(shape):
     image = jnp.asarray(np.random.default_rng(6).random(shape), jnp.float32)
-    size = augment.blur_kernel_size(min(shape[:2]))
+    size = augment_ops.blur_kernel_size(min(shape[:2]))
     radius = size // 2
     padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
     for sigma in (0.1, 1.0, 2.0):
         expected = augment.pix.gaussian_blur(padded, sigma, size, padding="VALID")
-        np.testing.assert_allclose(augment.gaussian_blur(KEY, image, (sigma, sigma)), expected, atol=1e-5)
+        np.testing.assert_allclose(augment_ops.gaussian_blur(KEY, image, (sigma, sigma)), expected, atol=1e-5)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from jax_supcon import parallel
 from jax_supcon.config import base_config, validate_config
-from jax_supcon.data import pipeline, sources
+from jax_supcon.data import folders, pipeline, sources
 
 
 def data_config(**overrides):
@@ -440,5 +440,5 @@ def test_an_image_above_pils_decompression_bomb_limit_is_checked_with_the_decode
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels > 2 x 1000: PIL raises
     with pytest.raises(Image.DecompressionBombError), Image.open(good):
         pass
-    assert sources._is_readable(str(good)) and not sources._is_readable(str(bad))
+    assert folders.is_readable(str(good)) and not folders.is_readable(str(bad))
     assert Image.MAX_IMAGE_PIXELS == 1000  # the check changed nothing global

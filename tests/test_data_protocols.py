@@ -13,7 +13,7 @@ from conftest import tiny
 
 from jax_supcon import parallel
 from jax_supcon.config import base_config
-from jax_supcon.data import sources
+from jax_supcon.data import sources, subsets
 from jax_supcon.train import inputs
 
 
@@ -28,26 +28,26 @@ def digits_config(**data_changes):
 
 def test_train_fraction_keeps_a_fixed_class_balanced_part_independent_of_the_label_fraction():
     train = sources.load_source(digits_config().data, "train")
-    part = sources.train_fraction_subset(train, 0.3)
+    part = subsets.train_fraction_subset(train, 0.3)
     np.testing.assert_array_equal(np.bincount(part.labels), np.round(0.3 * np.bincount(train.labels)))
-    again = sources.train_fraction_subset(sources.load_source(digits_config().data, "train"), 0.3)
+    again = subsets.train_fraction_subset(sources.load_source(digits_config().data, "train"), 0.3)
     np.testing.assert_array_equal(again.images, part.images)
-    labelled = sources.label_fraction_subset(train, 0.3)
+    labelled = subsets.label_fraction_subset(train, 0.3)
     assert not np.array_equal(labelled.images, part.images)  # a separate draw, not the labelled part
-    assert sources.train_fraction_subset(train, 1.0) is train
+    assert subsets.train_fraction_subset(train, 1.0) is train
 
 
 def test_label_noise_flips_a_fixed_share_of_every_class_to_another_class():
     labels = np.repeat(np.arange(10), 50).astype(np.int32)
-    noisy = sources.noisy_labels(labels, 10, 0.4, seed=3)
+    noisy = subsets.noisy_labels(labels, 10, 0.4, seed=3)
     flipped = noisy != labels
     assert [int(flipped[labels == c].sum()) for c in range(10)] == [20] * 10  # class-balanced
     assert noisy.min() >= 0 and noisy.max() <= 9
     targets = np.bincount(noisy[flipped], minlength=10)
     assert targets.min() > 0  # wrong labels spread over the other classes
-    np.testing.assert_array_equal(sources.noisy_labels(labels, 10, 0.4, seed=3), noisy)  # deterministic per seed
-    assert not np.array_equal(sources.noisy_labels(labels, 10, 0.4, seed=4), noisy)
-    np.testing.assert_array_equal(sources.noisy_labels(labels, 10, 0.0, seed=3), labels)
+    np.testing.assert_array_equal(subsets.noisy_labels(labels, 10, 0.4, seed=3), noisy)  # deterministic per seed
+    assert not np.array_equal(subsets.noisy_labels(labels, 10, 0.4, seed=4), noisy)
+    np.testing.assert_array_equal(subsets.noisy_labels(labels, 10, 0.0, seed=3), labels)
 
 
 def test_training_data_carries_fraction_and_noise_and_the_test_split_is_untouched():
@@ -109,18 +109,18 @@ def test_the_validation_part_is_stratified_fixed_disjoint_and_leaves_the_test_sp
 
 def test_a_class_of_one_example_stays_in_training_and_no_validation_image_is_an_error():
     labels = np.array([0, 0, 0, 0, 1, 2, 2], np.int32)
-    held = sources.validation_positions(labels, 0.5)
+    held = subsets.validation_positions(labels, 0.5)
     assert list(labels[held]) == [0, 0, 2]  # class 1's only example is not taken from training
     single = sources.in_memory_source("tiny", "train", np.zeros((3, 4, 4, 3), np.uint8), np.arange(3), 3, 4)
     with pytest.raises(ValueError, match=r"data.validation_fraction=0.5 leaves no validation image"):
-        sources.split_off_validation(single, 0.5)
+        subsets.split_off_validation(single, 0.5)
 
 
 def test_a_streamed_tfds_split_is_sliced_by_name_instead():
     streamed = sources.Source("cifar10", "train", 10, 10, 8, None, records=lambda index, count: None)
     with pytest.raises(ValueError, match=r"data.validation_fraction=0.1 needs an indexable .*train\[:90%\]"):
-        sources.split_off_validation(streamed, 0.1)
-    assert sources.split_off_validation(streamed, 0.0) == (streamed, None)
+        subsets.split_off_validation(streamed, 0.1)
+    assert subsets.split_off_validation(streamed, 0.0) == (streamed, None)
 
 
 def test_open_set_validation_queries_come_from_the_training_split_never_the_test_split():
@@ -136,10 +136,10 @@ def test_open_set_validation_queries_come_from_the_training_split_never_the_test
 def test_open_set_validation_needs_held_out_images_in_the_training_split():
     config = digits_config(validation_fraction=0.2, train_classes="0-4")
     train = sources.load_source(config.data, "train")
-    seen_only = sources.subset(train, np.flatnonzero(train.labels < 5), train.labels[train.labels < 5])
+    seen_only = subsets.subset(train, np.flatnonzero(train.labels < 5), train.labels[train.labels < 5])
     seen_only = dataclasses.replace(seen_only, num_classes=10)  # a CUB-style training split: half the classes
     split = inputs.classes.class_split("0-4", 10)
-    carved = sources.split_off_validation(seen_only, 0.2)[1]
+    carved = subsets.split_off_validation(seen_only, 0.2)[1]
     with pytest.raises(ValueError, match=r"validates on their images in the training split 'train', which has none"):
         inputs._held_out_validation(carved, split, config.data)
 

@@ -332,3 +332,86 @@ def test_metric_inputs_are_checked():
         )
     with pytest.raises(ValueError, match="knn needs at least one reference item besides the query"):
         knn.knn_predict(np.ones((1, 2)), np.ones((1, 2)), np.zeros(1, int), exclude_self=True)
+
+
+def _embedded(rng, *, gallery=None, probe=None):
+    from jax_supcon.evaluate import evaluators
+
+    def space(n):
+        x = rng.normal(size=(n, 4)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    labels = np.repeat(np.arange(3), 4)
+    queries = {"encoder": space(12), "projection": space(12), "labels": labels}
+    reference = {"encoder": space(30), "projection": space(30), "labels": np.repeat(np.arange(3), 10)}
+    return evaluators.Embedded(
+        queries=queries,
+        gallery=gallery or (lambda: reference),
+        seen=lambda: queries,
+        probe=probe or (lambda: None),
+        num_classes=3,
+    )
+
+
+def test_evaluators_are_chosen_by_config_and_compute_only_what_they_need(pretrain_config):
+    from jax_supcon.evaluate import evaluators
+
+    config = pretrain_config
+    assert evaluators.selected(config, open_set=False) == ("knn", "retrieval", "probe")
+    assert evaluators.selected(config, open_set=True) == ("open_set", "probe")
+    rng = np.random.default_rng(0)
+
+    def no_gallery():
+        raise AssertionError("retrieval alone never embeds the training split")
+
+    config.eval.evaluators = "retrieval"
+    metrics = evaluators.evaluate(config, _embedded(rng, gallery=no_gallery), open_set=False)
+    assert set(metrics) == set(evaluators.metric_names(config, open_set=False)) and "val/encoder/r_precision" in metrics
+    config.eval.evaluators = "knn,probe"
+    kernel = np.eye(4, 3, dtype=np.float32)
+    metrics = evaluators.evaluate(
+        config, _embedded(rng, probe=lambda: {"kernel": kernel, "bias": np.zeros(3)}), open_set=False
+    )
+    assert set(metrics) == {"val/encoder/knn_top1", "val/head/knn_top1", "val/probe_top1"}
+    for spec, message in (
+        ("knn,recall", r"names 'recall'; allowed: 'auto' or some of \('knn', 'retrieval', 'open_set', 'probe'"),
+        (" , ", r"names no evaluator"),
+    ):
+        config.eval.evaluators = spec
+        with pytest.raises(ValueError, match=message):
+            evaluators.selected(config, open_set=False)
+    config.eval.evaluators = "knn"
+    with pytest.raises(ValueError, match=r"'knn' does not apply to a run with held-out classes"):
+        evaluators.selected(config, open_set=True)
+
+
+def test_a_registered_evaluator_is_a_plug_in_and_best_metric_must_be_logged(pretrain_config):
+    from jax_supcon.config import validate_config
+    from jax_supcon.evaluate import evaluators
+
+    def mean_norm(embedded, config):
+        return {"val/encoder/mean_norm": float(np.linalg.norm(embedded.queries["encoder"], axis=1).mean())}
+
+    evaluators.register("mean_norm", evaluators.Evaluator(mean_norm, lambda config: ("val/encoder/mean_norm",)))
+    try:
+        config = pretrain_config
+        config.eval.evaluators = "retrieval,mean_norm"
+        config.eval_every_steps = 2
+        metrics = evaluators.evaluate(config, _embedded(np.random.default_rng(1)), open_set=False)
+        assert metrics["val/encoder/mean_norm"] == pytest.approx(1.0)
+        with pytest.raises(ValueError, match=r"best_metric='auto' \(val/encoder/knn_top1\) is not logged by"):
+            validate_config(config)
+        config.best_metric = "val/encoder/mean_average_precision_at_r"
+        validate_config(config)
+    finally:
+        del evaluators.EVALUATORS["mean_norm"]
+
+
+def test_pretraining_logs_only_the_configured_evaluators(pretrain_config, tmp_path):
+    pretrain_config.update(dict(total_steps=2, eval_every_steps=2, best_metric="val/encoder/r_precision"))
+    pretrain_config.eval.evaluators = "retrieval"
+    workdir = str(tmp_path / "pre")
+    summary = pretrain.train_and_evaluate(pretrain_config, workdir, mesh=parallel.create_mesh(jax.devices()[:2]))
+    (validated,) = [r for r in read_metrics(workdir) if "val/encoder/r_precision" in r]
+    assert not any("knn" in key or "probe" in key for key in validated) and "val/head/ami" in validated
+    assert summary["val/encoder/r_precision"] == validated["val/encoder/r_precision"]

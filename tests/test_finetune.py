@@ -14,7 +14,7 @@ from safetensors.numpy import save_file
 
 from jax_supcon import optim, parallel
 from jax_supcon.config import base_config
-from jax_supcon.data import sources
+from jax_supcon.data import sources, subsets
 from jax_supcon.jobs import finetune, pretrain
 from jax_supcon.models import weights
 
@@ -27,16 +27,16 @@ def digits_train():
 
 def test_label_fraction_keeps_a_fixed_class_balanced_part_of_every_class():
     train = digits_train()
-    part = sources.label_fraction_subset(train, 0.1)
+    part = subsets.label_fraction_subset(train, 0.1)
     counts, full = np.bincount(part.labels), np.bincount(train.labels)
     np.testing.assert_array_equal(counts, np.maximum(1, np.round(0.1 * full)))
     rows = {image.tobytes() for image in train.images}
     assert all(image.tobytes() in rows for image in part.images)
-    again = sources.label_fraction_subset(digits_train(), 0.1)
+    again = subsets.label_fraction_subset(digits_train(), 0.1)
     np.testing.assert_array_equal(again.images, part.images)  # the same subset every time
-    tiny_part = sources.label_fraction_subset(train, 0.001)
+    tiny_part = subsets.label_fraction_subset(train, 0.001)
     assert np.bincount(tiny_part.labels).tolist() == [1] * 10  # at least one example per class
-    assert sources.label_fraction_subset(train, 1.0) is train
+    assert subsets.label_fraction_subset(train, 1.0) is train
 
 
 def test_label_fraction_of_a_tfds_split_reads_it_into_memory(tmp_path):
@@ -46,7 +46,7 @@ def test_label_fraction_of_a_tfds_split_reads_it_into_memory(tmp_path):
     data.update(name="cifar10", image_size=32, tfds_data_dir=str(tmp_path))
     with tfds.testing.mock_data(num_examples=50):
         source = sources.load_source(data, "train")
-        part = sources.label_fraction_subset(source, 0.5)
+        part = subsets.label_fraction_subset(source, 0.5)
         full = np.bincount(source.read_labels(), minlength=10)
         assert part.indexable and np.bincount(part.labels, minlength=10).tolist() == [
             max(1, round(0.5 * n)) if n else 0 for n in full

@@ -285,6 +285,7 @@ def test_reading_a_run_that_is_still_training(runs, tmp_path, monkeypatch, capsy
     from jax_supcon import Embedder
     from jax_supcon.checkpoint import Checkpointer
     from jax_supcon.jobs import embed
+    from jax_supcon.train import lock
     from jax_supcon.train import workdir as run_dir
 
     live = tmp_path / "live"
@@ -310,9 +311,9 @@ def test_reading_a_run_that_is_still_training(runs, tmp_path, monkeypatch, capsy
 
     shutil.rmtree(live)
     shutil.copytree(runs / "pre", live)
-    lock = live / run_dir.LOCK_FILE
-    lock.write_text(f"host {socket.gethostname()} pid {os.getpid()} (since now)")
-    assert run_dir.running_holder(str(live)) == lock.read_text()
+    lock_file = live / lock.LOCK_FILE
+    lock_file.write_text(f"host {socket.gethostname()} pid {os.getpid()} (since now)")
+    assert lock.running_holder(str(live)) == lock_file.read_text()
     (live / run_dir.SUMMARY_FILE).unlink()  # stage 1 has not finished
     capsys.readouterr()
     config = base_config()
@@ -321,12 +322,12 @@ def test_reading_a_run_that_is_still_training(runs, tmp_path, monkeypatch, capsy
     embed.train_and_evaluate(config, str(tmp_path / "embed"), mesh=parallel.create_mesh(jax.devices()[:2]))
     note = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
     assert note == [
-        f"jax-supcon: note: the stage-1 run in {str(live)!r} is still training ({lock.read_text()}): "
+        f"jax-supcon: note: the stage-1 run in {str(live)!r} is still training ({lock_file.read_text()}): "
         f"using its checkpoint at step {steps[-1]}, not a finished run's"
     ]
     with open(tmp_path / "embed" / "pretrained.json") as f:
         assert json.load(f)["stage1_finished"] is False
-    lock.write_text(f"host {socket.gethostname()} pid 999999999 (since then)")  # killed: its pid is gone
-    assert run_dir.running_holder(str(live)) is None
-    lock.write_text("host elsewhere pid 12 (since then)")  # another host's: taken at its word
-    assert run_dir.running_holder(str(live)) == "host elsewhere pid 12 (since then)"
+    lock_file.write_text(f"host {socket.gethostname()} pid 999999999 (since then)")  # killed: its pid is gone
+    assert lock.running_holder(str(live)) is None
+    lock_file.write_text("host elsewhere pid 12 (since then)")  # another host's: taken at its word
+    assert lock.running_holder(str(live)) == "host elsewhere pid 12 (since then)"

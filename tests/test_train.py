@@ -496,7 +496,7 @@ def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_from_the_newest_r
 def test_one_run_per_workdir_a_stale_lock_is_taken_over_and_unusable_workdirs_are_one_line(
     pretrain_config, tmp_path, mesh, monkeypatch
 ):
-    from jax_supcon.train import workdir as run_dir
+    from jax_supcon.train import lock
 
     with monkeypatch.context() as patch:  # another run creates the workdir between our check and makedirs
         made = os.makedirs
@@ -505,11 +505,11 @@ def test_one_run_per_workdir_a_stale_lock_is_taken_over_and_unusable_workdirs_ar
             made(path)
             raise FileExistsError(17, "File exists", path)
 
-        patch.setattr(run_dir.os, "makedirs", raced)
-        assert run_dir._make_workdir(str(tmp_path / "raced")) is False  # ours to share, the lock decides
+        patch.setattr(lock.os, "makedirs", raced)
+        assert lock.make_workdir(str(tmp_path / "raced")) is False  # ours to share, the lock decides
 
     pretrain_config.total_steps = 1
-    with run_dir.exclusive(str(tmp_path / "run")):
+    with lock.exclusive(str(tmp_path / "run")):
         holder = f"host {socket.gethostname()} pid {os.getpid()}"
         with pytest.raises(ValueError, match=rf"workdir '.*run' is in use by {holder} \(since .*\); wait for"):
             pretrain.train_and_evaluate(pretrain_config, str(tmp_path / "run"), mesh=mesh)

@@ -49,9 +49,9 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
 def list_images(folder: str, flag: str) -> tuple[list[str], list[str] | None, str]:
     """(sorted image paths under `folder`, their class folder names or None, why there are none):
     classes exist when every image sits in a first-level sub-folder. Hidden files and folders are
-    skipped and the extensions are the folder data sets' (`sources.is_image_file`). No image at all
+    skipped and the extensions are the folder data sets' (`folders.is_image_file`). No image at all
     is a one-line error."""
-    from jax_supcon.data.sources import IMAGE_EXTENSIONS, is_hidden, is_image_file
+    from jax_supcon.data.folders import IMAGE_EXTENSIONS, is_hidden, is_image_file
 
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"--{flag}={folder!r} is not a folder")

@@ -11,7 +11,7 @@ import ml_collections
 from jax_supcon import losses, models, optim
 from jax_supcon.config.base import JOBS
 from jax_supcon.data import classes, recipes, sources
-from jax_supcon.evaluate import validation
+from jax_supcon.evaluate import evaluators, validation
 from jax_supcon.report import tracking
 
 POSITIVE_RUN_KEYS = (
@@ -61,6 +61,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     models.validate_model_config(config.model, config.data.image_size)
     optim.validate_optimizer_config(config.optimizer)
     validation.validate_validation_config(config)
+    evaluators.validate_evaluators_config(config)
     tracking.validate_wandb_config(config.get("wandb"))
     if config.checkpoint not in ("latest", "best") and not str(config.checkpoint).isdigit():
         raise ValueError(f"checkpoint={config.checkpoint!r}; allowed: 'latest', 'best' or a step number")

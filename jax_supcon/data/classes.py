@@ -18,8 +18,8 @@ import re
 
 import numpy as np
 
-from jax_supcon.data import sources
-from jax_supcon.data.sources import Source, _tf
+from jax_supcon.data import subsets
+from jax_supcon.data.sources import Source, tf_module
 
 NAMED_SPECS = ("first_half", "second_half")
 SPEC_HELP = "'' (all classes), 'first_half', 'second_half', or ids and ranges such as '0-4' or '0,2,4,6,8'"
@@ -113,14 +113,14 @@ def restrict(
         )
     new_labels = (table[labels[kept]] if relabel else labels[kept]).astype(np.int32)
     if source.indexable:
-        return sources.subset(source, kept, new_labels, num_classes)
+        return subsets.subset(source, kept, new_labels, num_classes)
     return _restrict_streamed(source, keep_class, table if relabel else None, num_classes, new_labels)
 
 
 def _restrict_streamed(
     source: Source, keep_class: np.ndarray, table: np.ndarray | None, num_classes: int, labels: np.ndarray
 ) -> Source:
-    tf = _tf()
+    tf = tf_module()
     keep = tf.constant(keep_class)
     records, decode = source.records, source.decode
 

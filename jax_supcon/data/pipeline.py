@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from jax_supcon.data.recipes import resolve_view
-from jax_supcon.data.sources import Source, _tf
+from jax_supcon.data.sources import Source, tf_module
 
 Batch = dict[str, np.ndarray]
 _INT64_MAX = np.iinfo(np.int64).max
@@ -67,13 +67,13 @@ def local_batch_size(global_batch: int, process_count: int) -> int:
 
 
 def _to_uint8(image):
-    tf = _tf()
+    tf = tf_module()
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
 def resize(image, size: int):
     """uint8 HxWx3 -> uint8 `size` x `size` x 3 (bilinear, antialiased); a no-op at that size."""
-    tf = _tf()
+    tf = tf_module()
     if tuple(image.shape[:2]) == (size, size):
         return image
     return _to_uint8(tf.image.resize(image, (size, size), method="bilinear", antialias=True))
@@ -82,7 +82,7 @@ def resize(image, size: int):
 def center_view(image, size: int, crop_fraction: float):
     """The evaluation view of a variable-size image: shorter side to `size / crop_fraction`,
     then the central `size` x `size` crop (ImageNet's usual 0.875)."""
-    tf = _tf()
+    tf = tf_module()
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = (size / crop_fraction) / tf.reduce_min(shape)
     new_shape = tf.cast(tf.round(shape * scale), tf.int32)
@@ -95,7 +95,7 @@ def center_view(image, size: int, crop_fraction: float):
 def random_crops(image, size: int, spec: HostViews, seed, position):
     """`spec.views` Inception-style random crops of one image, each resized to `size`: uint8
     [views, size, size, 3]. View v of stream position p uses the stateless seed (seed, p*V + v)."""
-    tf = _tf()
+    tf = tf_module()
     crops = []
     for view in range(spec.views):
         scale, ratio = spec.crop_of(view)
@@ -193,7 +193,7 @@ def check_class_balanced(source: Source, global_batch: int, samples_per_class: i
 
 def _index_batches(source: Source, *, global_batch, seed, start_step, process_index, local, samples_per_class):
     """tf.data of this process's (indices, stream positions) for every global batch from `start_step`."""
-    tf = _tf()
+    tf = tf_module()
     by_class = examples_by_class(source.labels, source.num_classes) if samples_per_class else None
     lo, hi = process_index * local, (process_index + 1) * local
 
@@ -212,7 +212,7 @@ def _index_batches(source: Source, *, global_batch, seed, start_step, process_in
 
 def _stream_examples(source: Source, *, seed, start_step, process_index, process_count, local, shuffle_buffer):
     """tf.data of (stream position, record) of this process's tfds share, reshuffled per epoch."""
-    tf = _tf()
+    tf = tf_module()
     records = source.records(process_index, process_count)
     share = int(records.cardinality())
     if share < 0:
@@ -253,7 +253,7 @@ def train_batches(
     """Endless batches of `global_batch / process_count` examples from `start_step` on:
     `label` int32 [b] and `image` uint8 [b, S, S, 3], or [b, views, S, S, 3] when the host
     cropped the views (images of varying size, `host_views.random_crop`)."""
-    tf = _tf()
+    tf = tf_module()
     local = local_batch_size(global_batch, process_count)
     if samples_per_class:
         check_class_balanced(source, global_batch, samples_per_class)
@@ -318,7 +318,7 @@ def eval_batches(
     `mask == 0` rows to whole global batches; `index` is each example's position in the source
     (-1 for padding), so results can be put back in order. Process p takes examples p, p+P, ...;
     for tfds every process reads the split's records and decodes only its own."""
-    tf = _tf()
+    tf = tf_module()
     local = local_batch_size(global_batch, process_count)
     num_batches = math.ceil(source.num_examples / global_batch)
     size = source.image_size
@@ -380,7 +380,7 @@ def _in_memory_eval(source: Source, padded: np.ndarray, local: int) -> Iterator[
 def evaluation_images(source: Source, indices: np.ndarray) -> np.ndarray:
     """uint8 [len(indices), S, S, 3]: the evaluation views of examples `indices` (positions in
     the split) of any source; a streamed one is read until the last of them."""
-    tf = _tf()
+    tf = tf_module()
     indices = np.asarray(indices, np.int64)
     if source.indexable:
         raw = [source.images[i] if source.images is not None else source.load(i) for i in indices.tolist()]
@@ -397,7 +397,7 @@ def sample_examples(source: Source, count: int, *, seed: int, host_views: HostVi
     """`count` examples of `source` for looking at (evenly spread over an indexable source, so
     several classes show; the first ones of a streamed one): `original` (the evaluation view),
     `image` (what a training step receives for them) and `label`."""
-    tf = _tf()
+    tf = tf_module()
     count = min(count, source.num_examples)
     if source.indexable:
         chosen = np.linspace(0, source.num_examples - 1, count).round().astype(np.int64)

@@ -1,7 +1,8 @@
-"""Validation without a classifier, for pretraining runs: kNN accuracy and retrieval/clustering
-metrics of the validation images (`data.validation_fraction`, else the test split), on encoder
-features and on projection-head outputs; the same metrics of the test split, read once at the
-end of a run, carry `test/` for `val/`."""
+"""Validation without a classifier, for pretraining runs: the metric names, the `config.eval`
+section, open-set retrieval metrics and the probe's accuracy, which the evaluators
+(`evaluate/evaluators.py`) compute on the validation images (`data.validation_fraction`, else the
+test split), on encoder features and on projection-head outputs; the same metrics of the test
+split, read once at the end of a run, carry `test/` for `val/`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import numpy as np
 from absl import logging
 from ml_collections.config_dict import placeholder
 
-from jax_supcon.evaluate.knn import knn_accuracy
 from jax_supcon.evaluate.retrieval import query_gallery_split, retrieval_metrics
 
 SPACES = {"encoder": "encoder", "head": "projection"}  # metric prefix -> embeddings key
@@ -85,36 +85,6 @@ def linear_accuracy(features: np.ndarray, labels: np.ndarray, *, kernel: np.ndar
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
 
-def embedding_metrics(
-    train: dict[str, np.ndarray],
-    test: dict[str, np.ndarray],
-    *,
-    k: int,
-    temperature: float,
-    num_classes: int,
-    seed: int = 0,
-    recall_at: tuple[int, ...] = RECALL_AT,
-) -> dict[str, float]:
-    """`val/{encoder,head}/knn_top1` (test queries, train reference) and the retrieval metrics of
-    the test split against itself, for both spaces. Metrics the test split cannot define (see
-    `retrieval_metrics`: a split too small to retrieve or cluster anything) are left out, said
-    once in a logged line; they are never reported as 0."""
-    metrics: dict[str, float | None] = {}
-    for prefix, key in SPACES.items():
-        metrics[f"val/{prefix}/knn_top1"] = knn_accuracy(
-            test[key],
-            test["labels"],
-            train[key],
-            train["labels"],
-            k=k,
-            temperature=temperature,
-            num_classes=num_classes,
-        )
-        retrieval = retrieval_metrics(test[key], test["labels"], seed=seed, recall_at=recall_at)
-        metrics |= {f"val/{prefix}/{name}": retrieval[name] for name in retrieval_keys(recall_at)}
-    return _defined(metrics, test["labels"], retrieval["queries_without_match"])
-
-
 def open_set_metrics(
     held_out: dict[str, np.ndarray],
     *,
@@ -145,15 +115,19 @@ def open_set_metrics(
                 recall_at=recall_at,
             )
         metrics |= {f"val/{prefix}/{name}": retrieval[name] for name in retrieval_keys(recall_at)}
-    return _defined(metrics, labels, retrieval["queries_without_match"])
+    return defined(metrics, labels, retrieval["queries_without_match"])
 
 
-def _defined(metrics: dict[str, float | None], labels: np.ndarray, without_match: int) -> dict[str, float]:
+def defined(metrics: dict[str, float | None], labels: np.ndarray, without_match: int | None = None) -> dict[str, float]:
     """The metrics that are defined; the others (see `retrieval_metrics`: a split too small to
-    retrieve or cluster anything) said once in a logged line, never reported as 0."""
+    retrieve or cluster anything) said once in a logged line, never reported as 0.
+    `without_match`: queries with no other image of their class (default: counted in `labels`)."""
     undefined = sorted({key.rsplit("/", 1)[-1] for key, value in metrics.items() if value is None})
     if undefined:
         labels = np.asarray(labels)
+        if without_match is None:
+            classes, counts = np.unique(labels, return_counts=True)
+            without_match = int(counts[counts == 1].sum())
         logging.log_first_n(
             logging.WARNING,
             "validation: %s undefined on this test split (%d images, %d classes, %d without another image "
@@ -175,4 +149,7 @@ def eval_config() -> ml_collections.ConfigDict:
     # the others its gallery (self excluded); f in (0, 1): a fixed per-class fraction f of the
     # images is the gallery and the rest are the queries (Catalyst's query/gallery protocol).
     section.gallery_fraction = placeholder(float)
+    # Pretraining's evaluators (evaluate/evaluators.py), names separated by commas: knn,
+    # retrieval, open_set, probe; "auto": knn,retrieval,probe, or open_set,probe with held-out classes.
+    section.evaluators = "auto"
     return section

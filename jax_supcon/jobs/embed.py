@@ -13,12 +13,12 @@ from jax_supcon.config import validate_config
 from jax_supcon.data import sources
 from jax_supcon.evaluate import embeddings, validation
 from jax_supcon.evaluate.retrieval import retrieval_metrics
-from jax_supcon.train import preemption, pretrained
+from jax_supcon.train import lock, preemption, pretrained
 from jax_supcon.train import workdir as run_dir
 
 
 @preemption.stops_on_sigterm
-@run_dir.holds_workdir
+@lock.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Write `embeddings_{split}.npz` (`encoder`, `projection`, `labels`, `ids`: position in the
     split) into `workdir`, from checkpoint `config.checkpoint` of `config.pretrained_workdir`.

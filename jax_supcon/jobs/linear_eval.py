@@ -19,7 +19,7 @@ from jax_supcon import losses, models, optim, parallel
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.data import augment, pipeline
 from jax_supcon.evaluate import classification, embeddings
-from jax_supcon.train import inputs, loop, preemption, pretrained
+from jax_supcon.train import inputs, lock, loop, preemption, pretrained
 from jax_supcon.train import workdir as run_dir
 from jax_supcon.train.state import (
     abstract_state,
@@ -100,7 +100,7 @@ def feature_batches(
 
 
 @preemption.stops_on_sigterm
-@run_dir.holds_workdir
+@lock.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) linear evaluation in `workdir`; returns the summary with test top-1 and top-5."""
     data = inputs.load_training_data(config, mesh)

@@ -18,8 +18,8 @@ from jax.sharding import Mesh
 from jax_supcon import losses, models, parallel
 from jax_supcon.checkpoint import Checkpointer
 from jax_supcon.data import augment, pipeline
-from jax_supcon.evaluate import embeddings, retrieval, validation
-from jax_supcon.train import health, inputs, loop, preemption, pretrained
+from jax_supcon.evaluate import embeddings, evaluators, retrieval, validation
+from jax_supcon.train import health, inputs, lock, loop, preemption, pretrained
 from jax_supcon.train import queue as feature_queue
 from jax_supcon.train import workdir as run_dir
 from jax_supcon.train.state import (
@@ -183,7 +183,7 @@ def compiled_pretraining(
 
 
 @preemption.stops_on_sigterm
-@run_dir.holds_workdir
+@lock.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) stage-1 pretraining in `workdir`; returns the summary it writes."""
     data = inputs.load_training_data(config, mesh)
@@ -229,32 +229,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
         return embedded
 
     def metrics_of(state, shown, seen):
-        """Retrieval, kNN and probe metrics of embedded queries `shown` (the held-out classes' when
-        open set, else `seen`'s): kNN retrieves from the training split, the probe scores `seen`
-        (the training classes' images)."""
-        recall_at = tuple(config.eval.recall_at)
-        if open_set:
-            metrics = validation.open_set_metrics(
-                shown, recall_at=recall_at, gallery_fraction=config.eval.gallery_fraction, seed=config.seed
-            )
-            seen_embedded = embed(state, seen) if model.probe_classes and seen is not None else None
-        else:
-            metrics = validation.embedding_metrics(
-                gallery(state),
-                shown,
-                k=config.knn_k,
-                temperature=config.knn_temperature,
-                num_classes=train_source.num_classes,
-                seed=config.seed,
-                recall_at=recall_at,
-            )
-            seen_embedded = shown
-        if model.probe_classes and seen_embedded is not None:  # on the training classes' images
-            probe = jax.device_get(state.variables(config.eval_with_ema)["params"]["probe"]["linear"])
-            metrics[validation.PROBE_METRIC] = validation.linear_accuracy(
-                seen_embedded["encoder"], seen_embedded["labels"], **probe
-            )
-        return metrics
+        """The configured evaluators' metrics (`evaluate/evaluators.py`) of embedded queries
+        `shown` (the held-out classes' when open set, else `seen`'s): kNN retrieves from the
+        training split, the probe scores `seen` (the training classes' images)."""
+
+        def probe():
+            if not model.probe_classes:
+                return None
+            return jax.device_get(state.variables(config.eval_with_ema)["params"]["probe"]["linear"])
+
+        embedded = evaluators.Embedded(
+            queries=shown,
+            gallery=lambda: gallery(state),
+            seen=lambda: (embed(state, seen) if seen is not None else None) if open_set else shown,
+            probe=probe,
+            num_classes=train_source.num_classes,
+        )
+        return evaluators.evaluate(config, embedded, open_set=open_set)
 
     # Validation reads `data.validation*` (the test split itself without data.validation_fraction);
     # the test split is read once, after the last step (with `evaluate_test`). The final maps show
@@ -274,7 +265,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
     started = time.perf_counter()
     plots = []
     watch = health.CollapseWatch(data.warmup_steps)
-    logged = validation.validation_metrics(tuple(config.eval.recall_at), open_set=open_set)
+    logged = evaluators.metric_names(config, open_set=open_set)
     with loop.training_run(workdir, "pretrain", config, checkpointer) as run:
         state, last = run.run_steps(
             state, train_step, batches, total_steps, evaluate if validating else None, collapse_watch=watch

@@ -7,12 +7,11 @@ from __future__ import annotations
 import ml_collections
 from jax.sharding import Mesh
 
-from jax_supcon.train import end_to_end, inputs, preemption, pretrained
-from jax_supcon.train import workdir as run_dir
+from jax_supcon.train import end_to_end, inputs, lock, preemption, pretrained
 
 
 @preemption.stops_on_sigterm
-@run_dir.holds_workdir
+@lock.holds_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None) -> dict:
     """Run (or resume) the cross-entropy baseline in `workdir`; returns its summary (test top-1 and
     top-5; with held-out classes, the encoder's retrieval of them)."""

@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 
 from jax_supcon import models, parallel
 from jax_supcon.config import resolve_steps, validate_config
-from jax_supcon.data import classes, pipeline, sources
+from jax_supcon.data import classes, pipeline, sources, subsets
 from jax_supcon.data.sources import Source
 from jax_supcon.evaluate import validation
 from jax_supcon.train.state import TrainState
@@ -25,7 +25,7 @@ class TrainingData(NamedTuple):
     alike (None when it has none, as in Stanford Online Products); `held_out` its examples of
     the other classes with their own ids (None when nothing is held out). `validation` and
     `validation_held_out` are the same two roles for validation: with `data.validation_fraction`
-    the part of the training split kept out of training (`sources.split_off_validation`), else
+    the part of the training split kept out of training (`subsets.split_off_validation`), else
     `test` and `held_out` themselves (`validation_is_test`). The training split is cut to
     `data.train_fraction`, then `data.label_fraction`, and its labels carry `data.label_noise`;
     validation and evaluation splits are never changed. `config` is the run's config with what the
@@ -77,7 +77,7 @@ def training_splits(config: ml_collections.ConfigDict) -> TrainingSplits:
     test = sources.load_source(config.data, "test")
     if config.data.samples_per_class:  # class-balanced batches index the split: tfds records held in memory
         train = sources.held_in_memory(train)
-    train, carved = sources.split_off_validation(train, config.data.validation_fraction)
+    train, carved = subsets.split_off_validation(train, config.data.validation_fraction)
     split = classes.class_split(config.data.train_classes, train.num_classes)
     held_out = validation = validation_held_out = None
     if split is None and config.eval.gallery_fraction is not None:
@@ -96,9 +96,9 @@ def training_splits(config: ml_collections.ConfigDict) -> TrainingSplits:
         validation = carved
     if carved is None:
         validation, validation_held_out = test, held_out
-    train = sources.train_fraction_subset(train, config.data.train_fraction)
-    train = sources.label_fraction_subset(train, config.data.label_fraction)
-    train = sources.with_label_noise(train, config.data.label_noise, config.seed)
+    train = subsets.train_fraction_subset(train, config.data.train_fraction)
+    train = subsets.label_fraction_subset(train, config.data.label_fraction)
+    train = subsets.with_label_noise(train, config.data.label_noise, config.seed)
     total_steps, warmup_steps = resolve_steps(config, train.num_examples)
     if config.data.samples_per_class:
         pipeline.check_class_balanced(train, config.batch_size, config.data.samples_per_class)

@@ -26,7 +26,8 @@ from jax_supcon.checkpoint import Checkpointer, checkpoint_directory
 from jax_supcon.models import weights
 from jax_supcon.train import queue as feature_queue
 from jax_supcon.train import state as train_state
-from jax_supcon.train.workdir import SUMMARY_FILE, MetricLogger, load_config, running_holder, write_json
+from jax_supcon.train.lock import running_holder
+from jax_supcon.train.workdir import SUMMARY_FILE, MetricLogger, load_config, write_json
 
 PIN_FILE = "pretrained.json"
 
@@ -95,7 +96,7 @@ def restore_pretrained(pretrained_workdir: str, mesh: Mesh, which: str = "latest
 
 def unfinished_note(pretrained_workdir: str, step: int) -> str:
     """The line a stage 2 prints when its stage 1 has not finished (no summary yet): still
-    training (`workdir.running_holder`) or stopped before its last step."""
+    training (`lock.running_holder`) or stopped before its last step."""
     holder = running_holder(pretrained_workdir)
     why = f"is still training ({holder})" if holder else "stopped before its last step"
     return f"the stage-1 run in {pretrained_workdir!r} {why}: using its checkpoint at step {step}, not a finished run's"

@@ -1,6 +1,7 @@
 """A run's workdir: `config.json` and the rules for resuming into it, the metric log
 (`metrics.jsonl`, TensorBoard events, console lines), the parameter overview, and the files
-written at the end (`summary.json`, `report.md`, curves). Only the main process writes.
+written at the end (`summary.json`, `report.md`, curves). Only the main process writes; the
+lock that keeps one run per workdir is `train/lock.py`.
 
 clu (the TensorBoard writer) loads when a logger is created, so tools that only read a workdir
 (`load_config`, `MetricLogger.read_records`) stay light.
@@ -8,14 +9,9 @@ clu (the TensorBoard writer) loads when a logger is created, so tools that only 
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import os
-import socket
 import sys
-import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import ml_collections
@@ -29,7 +25,6 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 PARAMETERS_FILE = "parameters.txt"
-LOCK_FILE = ".lock"  # held (flock) by the run using the workdir; names its host and pid
 
 # What a resumed run must share with the run in its workdir. Durations, logging, evaluation and
 # plotting settings may change between restarts (for example to train longer).
@@ -55,98 +50,6 @@ RESUME_FIXED_KEYS = (
 
 # Data settings that change how the run reads its input, not what it trains on.
 OPERATIONAL_DATA_KEYS = ("prefetch_to_device", "verify_files", "skip_corrupt", "tfds_data_dir")
-
-
-def _make_workdir(workdir: str) -> bool:
-    """Create `workdir` if needed (returns whether it did); a path that cannot be a workdir (a file,
-    under a file, read-only, no space) is a one-line ValueError."""
-    if os.path.isdir(workdir):
-        if not os.access(workdir, os.W_OK | os.X_OK):
-            raise ValueError(f"--workdir={workdir!r} is not writable")
-        return False
-    try:
-        os.makedirs(workdir)
-    except OSError as error:
-        if isinstance(error, FileExistsError) and os.path.isdir(workdir):
-            return False  # another run started at the same moment made it; the lock decides between them
-        raise ValueError(f"--workdir={workdir!r} cannot be created: {error.strerror}") from None
-    return True
-
-
-@contextlib.contextmanager
-def exclusive(workdir: str) -> Iterator[None]:
-    """Hold `workdir` for one run: an exclusive `flock` on `workdir/.lock`, which names the holder's
-    host and pid. A second run gets a one-line ValueError naming the holder. The kernel releases
-    the lock when its process dies, so a lock file left by a killed run is stale by construction.
-    Process 0 holds it for every process of a multi-process job. On a shared file system the lock
-    is as good as its flock support (NFSv4 and Lustre/GPFS with flock enabled: yes; NFSv3 without
-    lockd, or a file system mounted without flock: no exclusion). A workdir this call created is
-    removed again when the run leaves nothing in it but the lock (and an empty checkpoints/)."""
-    if not is_main_process():
-        yield
-        return
-    import fcntl
-
-    created = _make_workdir(workdir)
-    path = os.path.join(workdir, LOCK_FILE)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 512).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise ValueError(
-                f"workdir {workdir!r} is in use by {holder}; wait for that run to end or pick a new --workdir"
-            ) from None
-        if os.path.exists(path) and os.fstat(fd).st_ino == os.stat(path).st_ino:
-            break  # locked the file that is in place (not one a finishing run just unlinked)
-        os.close(fd)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"host {socket.gethostname()} pid {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        os.close(fd)  # releases the lock
-        if created:  # a run refused before it wrote anything leaves no folder behind
-            for empty in (os.path.join(workdir, "checkpoints"), workdir):
-                with contextlib.suppress(OSError):
-                    os.rmdir(empty)
-
-
-def running_holder(workdir: str) -> str | None:
-    """Who holds `workdir` (its lock file's "host H pid P (since ...)") while a run is in it, else
-    None. A clean exit removes the lock file; one left by a killed process on this host is stale
-    (its pid is gone); a holder on another host is taken at its word. Reads only: taking the lock to
-    test it could make a run starting at that moment refuse the workdir."""
-    try:
-        with open(os.path.join(workdir, LOCK_FILE)) as f:
-            holder = f.read().strip()
-    except OSError:
-        return None
-    parts = holder.split()
-    here = socket.gethostname()
-    if len(parts) >= 4 and parts[:3:2] == ["host", "pid"] and parts[1] == here and parts[3].isdigit():
-        try:
-            os.kill(int(parts[3]), 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass  # alive, another user's
-    return holder or None
-
-
-def holds_workdir(job: Callable[..., dict]) -> Callable[..., dict]:
-    """Decorate a job's `train_and_evaluate(config, workdir, ...)` so it runs under `exclusive(workdir)`."""
-
-    @functools.wraps(job)
-    def run(config, workdir: str, *args, **kwargs) -> dict:
-        with exclusive(workdir):
-            return job(config, workdir, *args, **kwargs)
-
-    return run
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -193,6 +96,7 @@ ADDED_KEYS = {
         "zero_init_residual": True,  # ResNets were built with zero-scale residual branches until 2026-12-07
     },
     "loss": {"queue_size": 0, "queue_views": "all"},
+    "eval": {"evaluators": "auto"},
     "optimizer": {"encoder_lr_multiplier": 1.0, "layer_decay": 1.0},
     "data": {
         "train_classes": "",
