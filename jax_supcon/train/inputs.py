@@ -29,10 +29,10 @@ class TrainingData(NamedTuple):
     `test` and `held_out` themselves (`validation_is_test`). The training split is cut to
     `data.train_fraction`, then `data.label_fraction`, and its labels carry `data.label_noise`;
     validation and evaluation splits are never changed. `config` is the run's config with what the
-    data decided recorded (`data.num_classes`, `data.class_ids`, `best_metric`)."""
+    data decided recorded (`data.num_classes`, `data.class_ids`, `best_metric`); `mesh` the devices
+    it is sharded over (`load_training_data`), None from `training_splits`."""
 
     config: ml_collections.ConfigDict
-    mesh: Mesh
     train: Source
     test: Source | None
     held_out: Source | None
@@ -40,6 +40,7 @@ class TrainingData(NamedTuple):
     validation_held_out: Source | None
     total_steps: int
     warmup_steps: int
+    mesh: Mesh | None = None  # None: what the data decides, whatever the devices (`training_splits`)
 
     @property
     def validation_is_test(self) -> bool:
@@ -54,23 +55,10 @@ def load_training_data(config: ml_collections.ConfigDict, mesh: Mesh | None = No
     mesh = mesh or parallel.create_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    return TrainingData(mesh=mesh, **training_splits(config)._asdict())
+    return training_splits(config)._replace(mesh=mesh)
 
 
-class TrainingSplits(NamedTuple):
-    """`TrainingData` without the mesh: what the data decides, whatever the devices."""
-
-    config: ml_collections.ConfigDict
-    train: Source
-    test: Source | None
-    held_out: Source | None
-    validation: Source | None
-    validation_held_out: Source | None
-    total_steps: int
-    warmup_steps: int
-
-
-def training_splits(config: ml_collections.ConfigDict) -> TrainingSplits:
+def training_splits(config: ml_collections.ConfigDict) -> TrainingData:
     """The splits, the run's length and the class-balance check of a validated `config`, with no
     device touched: what `jax-supcon-sweep` checks of every cell before it runs any."""
     train = sources.load_source(config.data, "train")
@@ -103,7 +91,7 @@ def training_splits(config: ml_collections.ConfigDict) -> TrainingSplits:
     if config.data.samples_per_class:
         pipeline.check_class_balanced(train, config.batch_size, config.data.samples_per_class)
     config = record_data(config, num_classes=train.num_classes if split is None else split.num_classes, split=split)
-    return TrainingSplits(config, train, test, held_out, validation, validation_held_out, total_steps, warmup_steps)
+    return TrainingData(config, train, test, held_out, validation, validation_held_out, total_steps, warmup_steps)
 
 
 def validation_summary(data: TrainingData) -> dict[str, str | int]:
