@@ -67,14 +67,14 @@ def check_command(command: str, workdir: pathlib.Path) -> None:
         plan(sweep.options_from_flags(argv[1:], values))
         return
     else:
-        define = {
-            "jax-supcon": main_cli.define_flags,
-            "jax-supcon-preview": preview.define_flags,
-            "jax-supcon-average": lambda v, sys_argv: average.define_flags(v),
-            "jax-supcon-search": lambda v, sys_argv: search.define_flags(v),
-            "jax-supcon-export": lambda v, sys_argv: export.define_flags(v),
+        tools = {
+            "jax-supcon": main_cli,
+            "jax-supcon-preview": preview,
+            "jax-supcon-average": average,
+            "jax-supcon-search": search,
+            "jax-supcon-export": export,
         }
-        define[program](values, sys_argv=argv)
+        tools[program].define_flags(values, sys_argv=argv)
     rest = values(argv)
     assert rest == [program], f"unexpected arguments {rest[1:]}"
     if "config" in values and values["config"].value is not None:

@@ -1,6 +1,7 @@
 """The command-line tools: `jax-supcon` (`main`), `jax-supcon-average`, `jax-supcon-preview`,
-`jax-supcon-bench`, `jax-supcon-search` and `jax-supcon-export`, each also `python -m
-jax_supcon.NAME`. What they share lives here: the platform setup every entry point applies
+`jax-supcon-bench`, `jax-supcon-search`, `jax-supcon-export` and `jax-supcon-sweep`, each also
+`python -m jax_supcon.NAME`; each module defines its flags with `define_flags(values, sys_argv)`.
+What they share lives here: the platform setup every entry point applies
 first, `--help` that says what the tool does, and the one path from a user's mistake to a
 one-line error and exit code 2."""
 

@@ -32,8 +32,9 @@ AVERAGED_KEYS = ("params", "batch_stats", "ema")
 AVERAGE_FILE = "average.json"
 
 
-def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
-    """Flags of the command only: importing this module defines none (no clash with `jax_supcon.main`)."""
+def define_flags(values: flags.FlagValues = flags.FLAGS, sys_argv: list[str] | None = None) -> None:
+    """Flags of the command only, defined into `values` (`sys_argv`: unused; every command takes it):
+    importing this module defines none (no clash with `jax_supcon.main`)."""
     flags.DEFINE_string("workdir", None, "Workdir of the run whose checkpoints are averaged.", flag_values=values)
     flags.DEFINE_string("out", None, "New workdir for the averaged checkpoint (absent or empty).", flag_values=values)
     flags.DEFINE_integer("last", 0, "Average the K newest checkpoints on disk.", flag_values=values)

@@ -28,7 +28,8 @@ from jax_supcon import cli
 INDEX_FILE = "gallery_index.npz"
 
 
-def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
+def define_flags(values: flags.FlagValues = flags.FLAGS, sys_argv: list[str] | None = None) -> None:
+    """The command's flags, defined into `values` (`sys_argv`: unused; every command takes it)."""
     flags.DEFINE_string("workdir", None, "A pretrain, finetune or supervised workdir.", flag_values=values)
     flags.DEFINE_string(
         "gallery", None, "Folder of gallery images (class sub-folders give labels).", flag_values=values

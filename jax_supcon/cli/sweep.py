@@ -14,7 +14,8 @@ from jax_supcon import cli, sweep
 from jax_supcon.sweep.plan import Options
 
 
-def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
+def define_flags(values: flags.FlagValues = flags.FLAGS, sys_argv: list[str] | None = None) -> None:
+    """The command's flags, defined into `values` (`sys_argv`: unused; every command takes it)."""
     flags.DEFINE_string("config", None, "The config file (FILE[:ARG]) every cell starts from.", flag_values=values)
     flags.DEFINE_string(
         "workdir", None, "Directory of the sweep: one sub-directory per cell, and the results.", flag_values=values

@@ -92,10 +92,10 @@ def _knn(embedded: Embedded, config: ml_collections.ConfigDict) -> dict[str, flo
 
 
 def _retrieval(embedded: Embedded, config: ml_collections.ConfigDict) -> dict[str, float | None]:
-    queries, metrics = embedded.queries, {}
+    queries, recall_at, metrics = embedded.queries, _recall_at(config), {}
     for prefix, key in validation.SPACES.items():
-        found = retrieval_metrics(queries[key], queries["labels"], seed=config.seed, recall_at=_recall_at(config))
-        metrics |= {f"val/{prefix}/{name}": found[name] for name in validation.retrieval_keys(_recall_at(config))}
+        found = retrieval_metrics(queries[key], queries["labels"], seed=config.seed, recall_at=recall_at)
+        metrics |= {f"val/{prefix}/{name}": found[name] for name in validation.retrieval_keys(recall_at)}
     return metrics
 
 

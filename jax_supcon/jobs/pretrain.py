@@ -238,10 +238,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh:
                 return None
             return jax.device_get(state.variables(config.eval_with_ema)["params"]["probe"]["linear"])
 
+        def seen_embedded():  # closed set: the queries are the training classes' images already
+            if not open_set:
+                return shown
+            return None if seen is None else embed(state, seen)
+
         embedded = evaluators.Embedded(
             queries=shown,
             gallery=lambda: gallery(state),
-            seen=lambda: (embed(state, seen) if seen is not None else None) if open_set else shown,
+            seen=seen_embedded,
             probe=probe,
             num_classes=train_source.num_classes,
         )
