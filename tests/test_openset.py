@@ -288,8 +288,10 @@ def test_an_open_set_run_validates_on_the_held_out_classes_and_embed_agrees(open
     config.data.image_size = 8
     embedded = embed.train_and_evaluate(config, str(tmp_path / "embed"), mesh=mesh)
     assert (embedded["held_out_classes"], embedded["held_out_examples"]) == (5, 180)
+    # The embed job embeds in other batches than validation did: float32 rounding may swap near-tied
+    # neighbours deep in a ranking, which moved MAP@R by 3e-6 in one run.
     for name in ("mean_average_precision_at_r", "recall_at_1", "r_precision"):
-        assert embedded[f"encoder/{name}"] == pytest.approx(summary[f"val/encoder/{name}"], abs=1e-6)
+        assert embedded[f"encoder/{name}"] == pytest.approx(summary[f"val/encoder/{name}"], abs=1e-4)
     arrays = np.load(os.path.join(tmp_path, "embed", "embeddings_test.npz"))
     assert arrays["labels"].shape == (360,)  # the file keeps the whole split
 
