@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.knn_temperature = 0.1
     config.checkpoint = "latest"  # linear_eval / embed: "latest", "best" or a step of pretrained_workdir
     config.embed_split = "test"  # embed: which split to write
-    config.plots = True  # embedding maps of the test split at the end of pretraining
+    config.plots = True  # the figures: training curves, and embedding maps of the test split after pretraining
     config.pretrained_workdir = placeholder(str)  # linear_eval, embed, finetune: stage-1 workdir to restore
     config.linear_augment = True  # linear_eval: train the classifier on augmented views
     config.label_smoothing = 0.0  # linear_eval, supervised: cross-entropy label smoothing

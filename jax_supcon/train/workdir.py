@@ -332,9 +332,9 @@ def _read_json_or_none(path: str) -> dict | None:
 
 
 def finish_run(workdir: str, config: ml_collections.ConfigDict, summary: dict, records: list[dict], plots: list[str]):
-    """Training curves, `summary.json` and `report.md`: the last thing every job does. A run
-    finished at this length before and started again (to read the test split, say) trained
-    nothing this time: its recorded `train_seconds` stay."""
+    """Training curves (with `config.plots`), `summary.json` and `report.md`: the last thing every
+    job does. A run finished at this length before and started again (to read the test split, say)
+    trained nothing this time: its recorded `train_seconds` stay."""
     from jax_supcon.report import markdown
     from jax_supcon.report import plots as report_plots
 
@@ -343,10 +343,11 @@ def finish_run(workdir: str, config: ml_collections.ConfigDict, summary: dict, r
         summary = summary | {"train_seconds": recorded["train_seconds"]}
 
     if is_main_process():
-        curves = report_plots.training_curves(
-            records, os.path.join(workdir, report_plots.PLOTS_DIR, "curves.png"), title=f"{config.job}: {workdir}"
-        )
-        plots = ([curves] if curves else []) + plots
+        if config.get("plots", True):  # about 2 s of matplotlib a run, which a sweep can spare
+            curves = report_plots.training_curves(
+                records, os.path.join(workdir, report_plots.PLOTS_DIR, "curves.png"), title=f"{config.job}: {workdir}"
+            )
+            plots = ([curves] if curves else []) + plots
         summary = summary | {"report": os.path.join(workdir, markdown.REPORT_FILE)}
         markdown.write_report(workdir, config, summary, plots)
     write_json(os.path.join(workdir, SUMMARY_FILE), summary)
