@@ -81,9 +81,10 @@ def main(argv: list[str]) -> None:
     try:
         with cli.user_errors("jax-supcon"):
             from jax_supcon import jobs, parallel
-            from jax_supcon.config import validate_config
+            from jax_supcon.config import check_pretrained_workdir, validate_config
 
             validate_config(config)
+            check_pretrained_workdir(config)
             parallel.initialize_distributed(
                 options.coordinator_address,
                 options.num_processes,
