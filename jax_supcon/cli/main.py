@@ -84,7 +84,7 @@ def main(argv: list[str]) -> None:
             from jax_supcon.config import check_pretrained_workdir, validate_config
 
             validate_config(config)
-            check_pretrained_workdir(config)
+            check_pretrained_workdir(config.get("pretrained_workdir"))
             parallel.initialize_distributed(
                 options.coordinator_address,
                 options.num_processes,

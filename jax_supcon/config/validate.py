@@ -50,12 +50,11 @@ def resolve_steps(config: ml_collections.ConfigDict, num_train_examples: int) ->
     return total, warmup
 
 
-def check_pretrained_workdir(config: ml_collections.ConfigDict) -> None:
-    """A stage 2's `pretrained_workdir` exists. `jax-supcon` checks it with the config, before it
-    loads TensorFlow and the job (the line then comes in about 4 s instead of 16); it is not part
-    of `validate_config` because a sweep validates stage 2 before its stage 1 has run. The job
-    checks again when it reads the workdir."""
-    workdir = config.get("pretrained_workdir", "")
+def check_pretrained_workdir(workdir: str) -> None:
+    """A stage 2's `pretrained_workdir` exists ("" or None: none is read). `jax-supcon` checks it with
+    the config, before it loads TensorFlow and the job (the line then comes in about 4 s instead of
+    16), and `train.pretrained` before it restores; it is not part of `validate_config` because a
+    sweep validates stage 2 before its stage 1 has run."""
     if workdir and not os.path.isdir(workdir):
         raise FileNotFoundError(f"pretrained_workdir={workdir!r} does not exist")
 

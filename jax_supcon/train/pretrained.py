@@ -23,6 +23,7 @@ from jax.sharding import Mesh
 
 from jax_supcon import models, optim
 from jax_supcon.checkpoint import Checkpointer, checkpoint_directory
+from jax_supcon.config.validate import check_pretrained_workdir
 from jax_supcon.models import weights
 from jax_supcon.train import queue as feature_queue
 from jax_supcon.train import state as train_state
@@ -75,8 +76,7 @@ def encoder_importer(model_config: ml_collections.ConfigDict, target: train_stat
 
 def restore_pretrained(pretrained_workdir: str, mesh: Mesh, which: str = "latest"):
     """(stage-1 config, model, state, step) at checkpoint `which` (latest, best or a step)."""
-    if not os.path.isdir(pretrained_workdir):
-        raise FileNotFoundError(f"pretrained_workdir={pretrained_workdir!r} does not exist")
+    check_pretrained_workdir(pretrained_workdir)
     pre_config = load_config(pretrained_workdir)
     if pre_config.get("job") != "pretrain":
         raise ValueError(
