@@ -346,6 +346,19 @@ def test_bad_input_names_the_value_and_nothing_is_written(changes, message, tmp_
     assert not workdir.exists()
 
 
+def test_every_cells_values_are_checked_before_any_data_set_is_loaded(tmp_path, monkeypatch):
+    """A bad value in the last cell is named at once, not after the first cells' data sets loaded."""
+    from jax_supcon.train import inputs
+
+    def no_data(config):
+        raise AssertionError("a data set was loaded before every cell's values were checked")
+
+    monkeypatch.setattr(inputs, "training_splits", no_data)
+    with pytest.raises(ValueError, match=r"cell data.label_noise=1.0 stage1 .*must be in \[0, 1\)"):
+        sweep.run_sweep(options(tmp_path / "sweep", grid=["data.label_noise=0,1.0"], then=LINEAR))
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_the_command_reports_bad_input_in_one_line_and_a_failed_cell_with_exit_code_1(tmp_path):
     workdir = tmp_path / "sweep"
     result = run_cli(f"--config={SUPCON}", f"--workdir={workdir}", "--grid=data.label_noise=0,1.0", cwd=tmp_path)
@@ -354,18 +367,18 @@ def test_the_command_reports_bad_input_in_one_line_and_a_failed_cell_with_exit_c
     assert lines[0].startswith("jax-supcon-sweep: error: cell data.label_noise=1.0 stage1 (")
     assert lines[0].endswith("data.label_noise=1.0 must be in [0, 1) (0: clean labels)") and not workdir.exists()
 
+    # One-stage cross-entropy cells: two `jax-supcon` processes under the real runner (the chaining
+    # of a second stage is test_a_real_sweep_chains_linear_evaluation_and_reports_raw_pixels's).
     result = run_cli(
-        f"--config={SUPCON}",
+        f"--config={CE}",
         f"--workdir={workdir}",
         "--grid=optimizer.learning_rate=0.5,1e30",  # 1e30: the loss is NaN at step 2
-        f"--then={LINEAR}",
         *TINY,
-        *[f"--then.{o.removeprefix('--config.')}" for o in TINY_THEN],
         cwd=tmp_path,
     )
     assert result.returncode == 1, result.stderr[-3000:]
     good, bad = read_json(workdir / "sweep.json")["cells"]
-    summary = read_json(workdir / good["name"] / "seed0" / "stage2" / "summary.json")
+    summary = read_json(workdir / good["name"] / "seed0" / "stage1" / "summary.json")
     assert good["values"] == {"test_top1": [summary["test_top1"]]}
     assert "jax-supcon: stopped: loss is nan at step 2; stopped." in bad["failures"][0]["error"]
     assert "| optimizer.learning_rate=0.5 |" in result.stdout and (workdir / "sweep.png").stat().st_size > 0

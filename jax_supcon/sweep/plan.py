@@ -147,17 +147,17 @@ def stages(
     return [first, second]
 
 
-def check_stage(cell: Cell, stage: Stage):
-    """The stage's config, validated like the job would at its start, with the checks of its data
-    a training job makes before it builds anything (the batch against the training split left by
-    label_fraction or train_classes, the run's length, class balance; files are listed, not
+def check_stage(cell: Cell, stage: Stage, *, data: bool = True):
+    """The stage's config, validated like the job would at its start, and with `data` the checks of
+    its data a training job makes before it builds anything (the batch against the training split
+    left by label_fraction or train_classes, the run's length, class balance; files are listed, not
     decoded): a one-line ValueError that names the cell."""
     from jax_supcon.config import validate_config
 
     try:
         config = load_config(stage.config, stage.overrides)
         validate_config(config)
-        if config.job != "embed":
+        if data and config.job != "embed":
             from jax_supcon.train import inputs
 
             listed = config.copy_and_resolve_references()
@@ -221,19 +221,26 @@ def plan(options) -> tuple[list[Cell], list[tuple[Cell, int, list[Stage]]]]:
     cells = make_cells(options.config, axes)
     planned = []
     group = options.name if has_key(base, "wandb") else None
+    jobs = {c.name: load_config(c.config, [*options.overrides, *_overrides(c.assignments)]).job for c in cells}
+
+    def cell_stages_of(cell: Cell, seed: int) -> list[Stage]:
+        return stages(
+            cell,
+            seed,
+            options.workdir,
+            job=jobs[cell.name],
+            overrides=options.overrides,
+            then=options.then,
+            then_overrides=options.then_overrides,
+            group=group,
+        )
+
+    for cell in cells:  # every cell's values before any cell's data: a bad value is named without loading a data set
+        for stage in cell_stages_of(cell, 0):
+            check_stage(cell, stage, data=False)
     for cell in cells:
-        job = load_config(cell.config, [*options.overrides, *_overrides(cell.assignments)]).job
         for seed in range(options.seeds):
-            cell_stages = stages(
-                cell,
-                seed,
-                options.workdir,
-                job=job,
-                overrides=options.overrides,
-                then=options.then,
-                then_overrides=options.then_overrides,
-                group=group,
-            )
+            cell_stages = cell_stages_of(cell, seed)
             if seed == 0:
                 checked = [check_stage(cell, stage) for stage in cell_stages]
                 if len(checked) == 2:
