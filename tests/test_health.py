@@ -19,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 from jax_supcon import models, parallel
 from jax_supcon.config import base_config
+from jax_supcon.config.files import load_config
 from jax_supcon.jobs import pretrain
 from jax_supcon.train import health
 
@@ -275,11 +276,13 @@ def test_a_collapsed_run_stops_with_one_line_exit_1_and_its_checkpoints_kept(tmp
     assert records[-1][health.NEGATIVE_COSINE] >= health.COLLAPSE_COSINE
 
 
-def test_stop_on_collapse_false_warns_once_and_the_summary_says_the_run_collapsed(tmp_path):
-    overrides = ("--config.total_steps=100", "--config.stop_on_collapse=False")
-    result = run_cli(*COLLAPSING, f"--workdir={tmp_path}", *overrides)
-    assert result.returncode == 0, result.stderr[-2000:]
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("[pretrain] warning:")]
+def test_stop_on_collapse_false_warns_once_and_the_summary_says_the_run_collapsed(tmp_path, capsys):
+    """The same command's config run in this process on the CLI's two devices (the run above tests
+    the CLI's stop; a job that returns is the CLI's exit code 0)."""
+    overrides = [*COLLAPSING[1:], "--config.total_steps=100", "--config.stop_on_collapse=False"]
+    config = load_config(os.path.join(ROOT, COLLAPSING[0].removeprefix("--config=")), overrides)
+    pretrain.train_and_evaluate(config, str(tmp_path), mesh=parallel.create_mesh(jax.devices()[:2]))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[pretrain] warning:")]
     assert len(warnings) == 1 and "training goes on (stop_on_collapse=False)" in warnings[0]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["collapsed_at_step"] >= 1 and summary["collapse_detected_at_step"] == 60
