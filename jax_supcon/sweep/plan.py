@@ -147,25 +147,37 @@ def stages(
     return [first, second]
 
 
-def check_stage(cell: Cell, stage: Stage, *, data: bool = True):
-    """The stage's config, validated like the job would at its start, and with `data` the checks of
-    its data a training job makes before it builds anything (the batch against the training split
-    left by label_fraction or train_classes, the run's length, class balance; files are listed, not
-    decoded): a one-line ValueError that names the cell."""
+def _stage_error(cell: Cell, stage: Stage, error: Exception) -> ValueError:
+    return ValueError(f"cell {cell.name} {stage.label} ({stage.config}): {error}")
+
+
+def check_stage(cell: Cell, stage: Stage):
+    """The stage's config, validated like the job would at its start: a one-line ValueError that
+    names the cell."""
     from jax_supcon.config import validate_config
 
     try:
         config = load_config(stage.config, stage.overrides)
         validate_config(config)
-        if data and config.job != "embed":
-            from jax_supcon.train import inputs
-
-            listed = config.copy_and_resolve_references()
-            listed.data.verify_files = False
-            inputs.training_splits(listed)
     except (ValueError, FileNotFoundError) as error:
-        raise ValueError(f"cell {cell.name} {stage.label} ({stage.config}): {error}") from None
+        raise _stage_error(cell, stage, error) from None
     return config
+
+
+def check_stage_data(cell: Cell, stage: Stage, config) -> None:
+    """The checks of its data a training job makes before it builds anything (the batch against the
+    training split left by label_fraction or train_classes, the run's length, class balance; files
+    are listed, not decoded): a one-line ValueError that names the cell."""
+    if config.job == "embed":
+        return
+    from jax_supcon.train import inputs
+
+    listed = config.copy_and_resolve_references()
+    listed.data.verify_files = False
+    try:
+        inputs.training_splits(listed)
+    except (ValueError, FileNotFoundError) as error:
+        raise _stage_error(cell, stage, error) from None
 
 
 # What stage 2 must share with stage 1 (label_fraction may differ: semi-supervised protocols).
@@ -235,14 +247,15 @@ def plan(options) -> tuple[list[Cell], list[tuple[Cell, int, list[Stage]]]]:
             group=group,
         )
 
-    for cell in cells:  # every cell's values before any cell's data: a bad value is named without loading a data set
-        for stage in cell_stages_of(cell, 0):
-            check_stage(cell, stage, data=False)
+    # Every cell's values before any cell's data: a bad value is named without loading a data set.
+    checked_of = {cell.name: [check_stage(cell, stage) for stage in cell_stages_of(cell, 0)] for cell in cells}
     for cell in cells:
         for seed in range(options.seeds):
             cell_stages = cell_stages_of(cell, seed)
             if seed == 0:
-                checked = [check_stage(cell, stage) for stage in cell_stages]
+                checked = checked_of[cell.name]
+                for stage, config in zip(cell_stages, checked, strict=True):
+                    check_stage_data(cell, stage, config)
                 if len(checked) == 2:
                     _check_same_data(cell, *checked)
                 if options.select and not checked[0].data.validation_fraction:
